@@ -1,0 +1,140 @@
+"""`yibao` command line (DATA.md §5). Exit 0 on success; non-zero with a one-line reason on failure."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from flows.settings import default_db, default_input, prefect_offline_defaults
+
+FUNDS = [("hifp_pay", "basic fund 统筹基金"), ("hifmi_pay", "critical illness 大病保险"),
+         ("maf_pay", "basic assistance 基本救助"), ("maf_tilt_pay", "tilt assistance 倾斜救助"),
+         ("hosp_part_amt", "institution share 机构承担"), ("acct_pay", "own account 个人账户"),
+         ("acct_mulaid_pay", "family accounts 家庭共济"), ("psn_cash_pay", "cash 现金")]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="yibao", description="Batch claims adjudication for basic medical insurance (医保)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("run", help="adjudicate a month (or a year) of settlement files into DuckDB")
+    g = r.add_mutually_exclusive_group(required=True)
+    g.add_argument("--month", help="YYYY-MM")
+    g.add_argument("--year", type=int, help="every month folder of the year, in order")
+    r.add_argument("--input", type=Path, default=None, help="input folder (default $YIBAO_INPUT or data/sample)")
+    r.add_argument("--db", type=Path, default=None, help="DuckDB file (default $YIBAO_DB or yibao.duckdb)")
+
+    s = sub.add_parser("sample", help="write a synthetic bureau: registers and monthly settlement files")
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--persons", type=int, default=2000)
+    s.add_argument("--year", type=int, default=2025)
+    s.add_argument("--months", type=int, default=12)
+    s.add_argument("--seed", type=int, default=20250101)
+    s.add_argument("--format", dest="fmt", choices=["csv", "parquet", "mixed"], default="mixed")
+    s.add_argument("--invalid-rate", type=float, default=0.0, help="share of invalid rows to inject (every reason)")
+
+    d = sub.add_parser("demo", help="the committed sample, a year of monthly runs, a summary")
+    d.add_argument("--input", type=Path, default=None)
+    d.add_argument("--db", type=Path, default=None)
+    d.add_argument("--year", type=int, default=2025)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    prefect_offline_defaults()
+    try:
+        if args.cmd == "sample":
+            from flows.sample import write_sample
+            summary = write_sample(args.out, persons=args.persons, year=args.year, months=args.months, seed=args.seed,
+                                   fmt=args.fmt, invalid_rate=args.invalid_rate)
+            print(f"sample written to {args.out}: {summary}")
+            return 0
+        if args.cmd == "run":
+            return _run(args)
+        if args.cmd == "demo":
+            return _demo(args)
+    except KeyboardInterrupt:
+        print("yibao: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # one line for the user; the run record keeps the detail
+        print(f"yibao: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
+        return 1
+    return 2
+
+
+def _run(args) -> int:
+    from flows.monthly import month_flow, year_flow
+    input_dir = str(args.input or default_input())
+    db = str(args.db or default_db())
+    if args.month:
+        ids = month_flow(args.month, input_dir, db)
+    else:
+        ids = year_flow(args.year, input_dir, db)
+    print(f"{len(ids)} run(s) succeeded: {', '.join(ids)}; results in {Path(db).resolve()}")
+    return 0
+
+
+def _demo(args) -> int:
+    from flows.monthly import year_flow
+    input_dir = args.input or default_input()
+    db = args.db or default_db()
+    if not (Path(input_dir) / "reference").is_dir():
+        raise FileNotFoundError(f"no sample at {input_dir}: run `yibao sample --out {input_dir}`")
+    t0 = time.perf_counter()
+    year_flow(args.year, str(input_dir), str(db))
+    elapsed = time.perf_counter() - t0
+    print_summary(Path(db), args.year, elapsed)
+    return 0
+
+
+def print_summary(db: Path, year: int, elapsed: float | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from flows import store
+    con = store.connect(db, read_only=True)
+    try:
+        y = f"{year}-%"
+        lines, persons = con.execute("SELECT count(*), count(DISTINCT psn_no) FROM adjudicated WHERE month LIKE ?",
+                                     [y]).fetchone()
+        rows = con.execute("SELECT sum(rows_in), sum(rows_accepted), sum(rows_rejected) FROM ("
+                           " SELECT *, row_number() OVER (PARTITION BY month ORDER BY started_at DESC) rn FROM runs"
+                           " WHERE status='succeeded' AND month LIKE ?) WHERE rn=1", [y]).fetchone()
+        sums = con.execute("SELECT " + ", ".join(f"coalesce(sum({c}),0)" for c, _ in FUNDS)
+                           + ", coalesce(sum(medfee_sumamt),0) FROM adjudicated WHERE month LIKE ?", [y]).fetchone()
+        by_scheme = con.execute(
+            "SELECT region, scheme, count(*), sum(medfee_sumamt), sum(hifp_pay), sum(hifmi_pay), sum(maf_pay),"
+            " sum(maf_tilt_pay) FROM adjudicated WHERE month LIKE ? GROUP BY ALL ORDER BY ALL", [y]).fetchall()
+        rejects = con.execute("SELECT reason_code, count(*) FROM rejects WHERE month LIKE ? GROUP BY 1 ORDER BY 2 DESC",
+                              [y]).fetchall()
+    finally:
+        con.close()
+    c = Console()
+    t = Table(title=f"yibao {year}: {lines:,} lines adjudicated for {persons:,} persons"
+              + (f" in {elapsed:.1f} s" if elapsed else ""))
+    t.add_column("fund / payer")
+    t.add_column("yuan", justify="right")
+    t.add_row("total cost 总费用", f"{sums[-1]:,.2f}")
+    for (col, label), v in zip(FUNDS, sums[:-1], strict=True):
+        t.add_row(f"{label} ({col})", f"{v:,.2f}")
+    c.print(t)
+    s = Table(title="by region and scheme")
+    for h in ("region", "scheme", "lines", "total", "hifp", "hifmi", "maf", "maf_tilt"):
+        s.add_column(h, justify="right" if h not in ("region", "scheme") else "left")
+    for r in by_scheme:
+        s.add_row(str(r[0]), str(r[1]), f"{r[2]:,}", *[f"{v:,.2f}" for v in r[3:]])
+    c.print(s)
+    rj = Table(title=f"input rows {rows[0]:,} = accepted {rows[1]:,} + rejected {rows[2]:,}")
+    rj.add_column("reject reason")
+    rj.add_column("rows", justify="right")
+    for code, n in rejects:
+        rj.add_row(code, f"{n:,}")
+    c.print(rj)
+    c.print(f"Results: {db.resolve()}  (open read-only: duckdb -readonly {db})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

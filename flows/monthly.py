@@ -1,0 +1,196 @@
+"""The monthly flow (DATA.md §5 `yibao run`): ingest → validate → adjudicate → persist.
+
+Tasks pass file paths and run ids, never frames: each task reads its inputs from the run's
+stage folder (`<db folder>/.yibao_runs/<run_id>/`) and writes its outputs there. The only
+write to the database is `persist`, one transaction per month (flows/store.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import polars as pl
+from prefect import flow, get_run_logger, task
+
+from flows import store
+from flows.ingest import load_registers, month_files, read_table
+from flows.policies import POLICY_ROOT, load_policies
+from transforms.engine import adjudicate
+from transforms.validate import validate_settlements
+
+REGISTERS = ("persons", "identities", "employment", "certifications", "institutions", "family_bindings",
+             "account_balances")
+MONTH_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+
+class RunError(RuntimeError):
+    """A run cannot proceed; the message is one line for the user."""
+
+
+def code_version() -> str:
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=5)
+        if out.returncode == 0 and out.stdout.strip():
+            return "git:" + out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    from importlib.metadata import version
+    return "yibao " + version("yibao")
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def previous_month(month: str) -> str | None:
+    y, m = int(month[:4]), int(month[5:])
+    return None if m == 1 else f"{y}-{m - 1:02d}"
+
+
+@task(name="ingest-and-validate")
+def ingest_and_validate(input_dir: str, month: str, db: str, stage: str) -> str:
+    stage_p, root = Path(stage), Path(input_dir)
+    files = month_files(root, month)
+    regs = load_registers(root)
+    for name, frame in regs.items():
+        frame.write_parquet(stage_p / f"reg_{name}.parquet")
+    raws = [read_table(p, root) for p in files["settlements"]]
+    raw = pl.concat(raws, how="diagonal_relaxed") if raws else pl.DataFrame(
+        schema={"source_file": pl.String, "source_row": pl.Int64})
+    con = store.connect(db)
+    try:
+        known = store.known_settlements(con, month)
+    finally:
+        con.close()
+    accepted, rejects = validate_settlements(raw, month, regs, known)
+    accepted.write_parquet(stage_p / "accepted.parquet")
+    rejects.write_parquet(stage_p / "rejects.parquet")
+    reference = sorted((root / "reference").glob("*"))
+    record = {
+        "input_files": [{"name": str(p.relative_to(root)), "size": p.stat().st_size, "sha256": sha256_of(p)}
+                        for p in [*files["settlements"], *files.get("applications", []), *reference] if p.is_file()],
+        "rows_in": raw.height, "rows_accepted": accepted.height, "rows_rejected": rejects.height,
+    }
+    if record["rows_in"] != record["rows_accepted"] + record["rows_rejected"]:
+        raise RunError(f"{month}: rows_in {raw.height} ≠ accepted {accepted.height} + rejected {rejects.height}")
+    (stage_p / "ingest.json").write_text(json.dumps(record, ensure_ascii=False))
+    return str(stage_p / "ingest.json")
+
+
+@task(name="adjudicate")
+def adjudicate_month(stage: str, db: str, month: str) -> str:
+    stage_p = Path(stage)
+    accepted = pl.read_parquet(stage_p / "accepted.parquet")
+    regs = {p.stem[4:]: pl.read_parquet(p) for p in stage_p.glob("reg_*.parquet")}
+    con = store.connect(db)
+    try:
+        carried = store.carried_accumulators(con, month)
+        rev = accepted.filter(pl.col("orig_setl_id").is_not_null())["orig_setl_id"].to_list()
+        originals = store.original_results(con, month, rev)
+    finally:
+        con.close()
+    result = adjudicate(accepted, regs, load_policies(), carried=carried, originals=originals)
+    result.adjudicated.write_parquet(stage_p / "adjudicated.parquet")
+    result.accumulators.write_parquet(stage_p / "accumulators.parquet")
+    (stage_p / "adjudicate.json").write_text(json.dumps({"assumptions": result.assumptions,
+                                                         "lines": result.adjudicated.height}))
+    return str(stage_p / "adjudicated.parquet")
+
+
+@task(name="persist")
+def persist(stage: str, db: str, month: str, run_id: str) -> str:
+    stage_p = Path(stage)
+    frames = {
+        "settlements": pl.read_parquet(stage_p / "accepted.parquet"),
+        "rejects": pl.read_parquet(stage_p / "rejects.parquet"),
+        "adjudicated": pl.read_parquet(stage_p / "adjudicated.parquet"),
+        "accumulators": pl.read_parquet(stage_p / "accumulators.parquet"),
+    }
+    record = json.loads((stage_p / "ingest.json").read_text())
+    adj = json.loads((stage_p / "adjudicate.json").read_text())
+    record.update(assumptions=adj["assumptions"], lines_adjudicated=adj["lines"])
+    con = store.connect(db)
+    try:
+        store.write_month(con, run_id, month, frames, record)
+    finally:
+        con.close()
+    return run_id
+
+
+def _run_one_month(month: str, input_dir: str, db: str, triggered_by: str) -> str:
+    logger = get_run_logger()
+    if not MONTH_RE.match(month):
+        raise RunError(f"not a month: {month!r} (expected YYYY-MM)")
+    con = store.connect(db)
+    try:
+        prev = previous_month(month)
+        if prev is not None and prev not in store.loaded_months(con):
+            raise RunError(f"{month} starts from the accumulators at the end of {prev}, which is not loaded: "
+                           f"run `yibao run --month {prev}` first")
+        run_id = f"{month}-{dt.datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+        store.begin_run(con, {"run_id": run_id, "month": month, "input_dir": str(Path(input_dir).resolve()),
+                              "code_version": code_version(), "policy_version": load_policies(POLICY_ROOT).digest,
+                              "triggered_by": triggered_by})
+    finally:
+        con.close()
+    stage = Path(db).resolve().parent / ".yibao_runs" / run_id
+    stage.mkdir(parents=True, exist_ok=True)
+    try:
+        ingest_and_validate(input_dir, month, db, str(stage))
+        adjudicate_month(str(stage), db, month)
+        persist(str(stage), db, month, run_id)
+    except BaseException as e:
+        con = store.connect(db)
+        try:
+            store.fail_run(con, run_id, f"{type(e).__name__}: {e}")
+        finally:
+            con.close()
+        raise
+    shutil.rmtree(stage, ignore_errors=True)
+    logger.info("%s: run %s succeeded", month, run_id)
+    return run_id
+
+
+def _later_loaded(db: str, month: str) -> list[tuple[str, str]]:
+    con = store.connect(db)
+    try:
+        later = [m for m in store.loaded_months(con) if m > month and m[:4] == month[:4]]
+        out = []
+        for m in later:
+            row = con.execute("SELECT input_dir FROM runs WHERE month=? AND status='succeeded' "
+                              "ORDER BY started_at DESC LIMIT 1", [m]).fetchone()
+            out.append((m, row[0]))
+        return out
+    finally:
+        con.close()
+
+
+@flow(name="yibao-month", log_prints=False)
+def month_flow(month: str, input_dir: str, db: str) -> list[str]:
+    """Run one month; then re-run the later months of that year already loaded (DATA.md §5)."""
+    later = _later_loaded(db, month)
+    run_ids = [_run_one_month(month, input_dir, db, "user")]
+    for m, their_input in later:
+        run_ids.append(_run_one_month(m, their_input, db, f"rerun after {month}"))
+    return run_ids
+
+
+@flow(name="yibao-year", log_prints=False)
+def year_flow(year: int, input_dir: str, db: str) -> list[str]:
+    """Every month folder of the year, in order, in one flow run."""
+    months = sorted(p.name for p in Path(input_dir).glob(f"{year}-[01][0-9]") if p.is_dir() and MONTH_RE.match(p.name))
+    if not months:
+        raise RunError(f"no month folders {year}-MM under {input_dir}")
+    return [_run_one_month(m, input_dir, db, f"year {year}") for m in months]

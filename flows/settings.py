@@ -1,0 +1,24 @@
+"""Process-wide settings applied before Prefect is imported: offline, quiet, local (STACK-NOTES.md)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def prefect_offline_defaults() -> None:
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_UI_ENABLED", "false")
+    os.environ.setdefault("HOME", str(PROJECT_ROOT))
+
+
+def default_input() -> Path:
+    return Path(os.environ.get("YIBAO_INPUT", "data/sample"))
+
+
+def default_db() -> Path:
+    return Path(os.environ.get("YIBAO_DB", "yibao.duckdb"))

@@ -1,0 +1,171 @@
+"""The DuckDB output store (DATA.md §4): schema, month reads, and the one-transaction month write.
+
+Inside the engine money is Int64 fen; here it becomes DECIMAL(18,2) yuan on the way in
+(exact: fen × 0.01 in decimal arithmetic) and Int64 fen on the way out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+MONEY = "DECIMAL(18,2)"
+
+SETTLEMENT_MONEY = ["medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "cls_a_amt", "cls_b_amt",
+                    "hifp_pay", "hifmi_pay", "maf_pay", "acct_pay", "acct_mulaid_pay", "psn_cash_pay"]
+
+DDL = f"""
+CREATE TABLE IF NOT EXISTS runs (
+  run_id VARCHAR PRIMARY KEY, month VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP, status VARCHAR,
+  input_dir VARCHAR, input_files VARCHAR, rows_in BIGINT, rows_accepted BIGINT, rows_rejected BIGINT,
+  code_version VARCHAR, policy_version VARCHAR, assumptions VARCHAR, error VARCHAR, lines_adjudicated BIGINT,
+  triggered_by VARCHAR
+);
+CREATE TABLE IF NOT EXISTS settlements (
+  run_id VARCHAR, month VARCHAR, source_file VARCHAR, source_row BIGINT,
+  setl_id VARCHAR, mdtrt_id VARCHAR, psn_no VARCHAR, insutype VARCHAR, med_type VARCHAR, fixmedins_code VARCHAR,
+  begndate DATE, enddate DATE, setl_time TIMESTAMP, dise_codg VARCHAR, dise_cert_code VARCHAR,
+  offsite_type VARCHAR, presc_fixmedins_code VARCHAR, trauma_report_no VARCHAR, is_emergency_rescue BOOLEAN,
+  medfee_sumamt {MONEY}, fulamt_ownpay_amt {MONEY}, overlmt_selfpay {MONEY}, cls_a_amt {MONEY}, cls_b_amt {MONEY},
+  orig_setl_id VARCHAR,
+  hifp_pay {MONEY}, hifmi_pay {MONEY}, maf_pay {MONEY}, acct_pay {MONEY}, acct_mulaid_pay {MONEY}, psn_cash_pay {MONEY}
+);
+CREATE TABLE IF NOT EXISTS rejects (
+  run_id VARCHAR, month VARCHAR, source_file VARCHAR, source_row BIGINT, setl_id VARCHAR,
+  reason_code VARCHAR, reason VARCHAR, raw VARCHAR
+);
+CREATE TABLE IF NOT EXISTS adjudicated (
+  run_id VARCHAR, setl_id VARCHAR, psn_no VARCHAR, month VARCHAR, region VARCHAR, insutype VARCHAR, scheme VARCHAR,
+  ledger VARCHAR, med_type VARCHAR, mdtrt_id VARCHAR, fixmedins_code VARCHAR, hosp_lv VARCHAR,
+  in_county BOOLEAN, in_city BOOLEAN, in_province BOOLEAN, offsite_type_eff VARCHAR, setl_time TIMESTAMP,
+  orig_setl_id VARCHAR,
+  medfee_sumamt {MONEY}, fulamt_ownpay_amt {MONEY}, overlmt_selfpay {MONEY}, cls_a_amt {MONEY}, cls_b_amt {MONEY},
+  inscp_scp_amt {MONEY}, preselfpay_amt {MONEY}, offsite_preselfpay_amt {MONEY}, act_pay_dedc {MONEY},
+  hifp_pay {MONEY}, pool_prop_selfpay {MONEY}, hifp_cap_cut {MONEY}, hifmi_pay {MONEY}, maf_pay {MONEY},
+  maf_tilt_pay {MONEY}, hosp_part_amt {MONEY}, fund_pay_sumamt {MONEY}, psn_part_amt {MONEY}, acct_pay {MONEY},
+  acct_mulaid_pay {MONEY}, psn_cash_pay {MONEY}, deposit_waived BOOLEAN, reason_codes VARCHAR, explanation VARCHAR
+);
+CREATE TABLE IF NOT EXISTS accumulators (
+  run_id VARCHAR, psn_no VARCHAR, year INTEGER, month VARCHAR, name VARCHAR, value {MONEY}
+);
+"""
+
+MONTH_TABLES = ("settlements", "rejects", "adjudicated", "accumulators")
+
+
+def connect(db: Path | str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    # DuckDB touches its extension directory; without HOME that fails (STACK-NOTES.md).
+    os.environ.setdefault("HOME", str(Path(db).resolve().parent))
+    if read_only and not Path(db).exists():
+        raise FileNotFoundError(f"database not found: {db} (run `yibao run` or `yibao demo` first)")
+    con = duckdb.connect(str(db), read_only=read_only)
+    if not read_only:
+        con.execute(DDL)
+    return con
+
+
+def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
+    return [(r[0], r[1]) for r in con.execute(f"DESCRIBE {table}").fetchall()]
+
+
+def _insert_select(con: duckdb.DuckDBPyConnection, table: str, src: str, src_cols: set[str]) -> str:
+    """INSERT … SELECT converting fen BIGINT → DECIMAL yuan for money columns; missing columns NULL."""
+    exprs = []
+    for name, typ in table_columns(con, table):
+        if name not in src_cols:
+            exprs.append(f"NULL AS {name}")
+        elif typ.startswith("DECIMAL"):
+            exprs.append(f'(CAST("{name}" AS DECIMAL(38,0)) * CAST(0.01 AS DECIMAL(3,2)))::{MONEY} AS "{name}"')
+        else:
+            exprs.append(f'"{name}"')
+    return f"INSERT INTO {table} SELECT {', '.join(exprs)} FROM {src}"
+
+
+def fetch_fen(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pl.DataFrame:
+    """Run a query and return a polars frame with DECIMAL(18,2) columns as Int64 fen."""
+    tbl = con.execute(sql, params or []).to_arrow_table()
+    df = pl.from_arrow(tbl)
+    assert isinstance(df, pl.DataFrame)
+    return df.with_columns([
+        (pl.col(c) * 100).cast(pl.Int64) for c, t in df.schema.items() if isinstance(t, pl.Decimal)
+    ])
+
+
+def begin_run(con: duckdb.DuckDBPyConnection, run: dict) -> None:
+    con.execute(
+        "INSERT INTO runs (run_id, month, started_at, status, input_dir, code_version, policy_version, triggered_by)"
+        " VALUES (?, ?, now(), 'running', ?, ?, ?, ?)",
+        [run["run_id"], run["month"], run["input_dir"], run["code_version"], run["policy_version"],
+         run.get("triggered_by", "user")],
+    )
+
+
+def fail_run(con: duckdb.DuckDBPyConnection, run_id: str, error: str) -> None:
+    con.execute("UPDATE runs SET status='failed', finished_at=now(), error=? WHERE run_id=?", [error[:2000], run_id])
+
+
+def write_month(con: duckdb.DuckDBPyConnection, run_id: str, month: str, frames: dict[str, pl.DataFrame],
+                record: dict) -> None:
+    """Replace everything of `month` with these frames and mark the run succeeded — one transaction.
+
+    A rerun replaces the month (no duplicates); a crash inside leaves the database as before.
+    """
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for table in MONTH_TABLES:
+            con.execute(f"DELETE FROM {table} WHERE month = ?", [month])
+            df = frames[table].with_columns(pl.lit(run_id).alias("run_id"), pl.lit(month).alias("month"))
+            con.register("__src", df)
+            con.execute(_insert_select(con, table, "__src", set(df.columns)))
+            con.unregister("__src")
+        con.execute(
+            "UPDATE runs SET status='succeeded', finished_at=now(), input_files=?, rows_in=?, rows_accepted=?,"
+            " rows_rejected=?, assumptions=?, lines_adjudicated=? WHERE run_id=?",
+            [json.dumps(record["input_files"], ensure_ascii=False), record["rows_in"], record["rows_accepted"],
+             record["rows_rejected"], json.dumps(record["assumptions"]), record["lines_adjudicated"], run_id],
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def loaded_months(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Months whose latest run succeeded, in order."""
+    rows = con.execute(
+        "SELECT month FROM (SELECT month, status, row_number() OVER (PARTITION BY month ORDER BY started_at DESC) rn"
+        " FROM runs WHERE status IN ('succeeded')) WHERE rn = 1 ORDER BY month"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def carried_accumulators(con: duckdb.DuckDBPyConnection, month: str) -> pl.DataFrame:
+    """Each person's accumulators at the end of the month before `month`, same year (DESIGN: incremental)."""
+    year = int(month[:4])
+    return fetch_fen(con, """
+        SELECT psn_no, year, name, value FROM (
+          SELECT psn_no, year, name, value,
+                 row_number() OVER (PARTITION BY psn_no, year, name ORDER BY month DESC) rn
+          FROM accumulators WHERE year = ? AND month < ?) WHERE rn = 1
+    """, [year, month]).with_columns(pl.col("year").cast(pl.Int32))
+
+
+def known_settlements(con: duckdb.DuckDBPyConnection, month: str) -> pl.DataFrame:
+    return fetch_fen(con, """
+        SELECT setl_id, psn_no, orig_setl_id, medfee_sumamt, fulamt_ownpay_amt, overlmt_selfpay, cls_a_amt, cls_b_amt
+        FROM settlements WHERE month < ?""", [month])
+
+
+def original_results(con: duckdb.DuckDBPyConnection, month: str, setl_ids: list[str]) -> pl.DataFrame:
+    if not setl_ids:
+        return pl.DataFrame()
+    con.register("__ids", pl.DataFrame({"setl_id": setl_ids}))
+    try:
+        return fetch_fen(con, "SELECT a.* EXCLUDE (run_id) FROM adjudicated a JOIN __ids USING (setl_id) WHERE a.month < ?",
+                         [month])
+    finally:
+        con.unregister("__ids")

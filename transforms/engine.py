@@ -1,0 +1,281 @@
+"""The vectorized adjudicator: typed accepted lines in, adjudicated lines and accumulators out.
+
+Pipeline (DESIGN.md "Order of funds"): enrich → class-B pre-self-pay and in-scope cost →
+ledger rules (basic fund before caps) → annual cap of the basic fund → critical illness →
+assistance → institution share → accounts → cash. Every stage is a frame → frame function;
+every running total is one of the primitives of transforms/accumulate.py over person-year
+partitions in line order (POLICY §1.2), starting from the state carried in from earlier months.
+
+Reversals (POLICY §1.7): a line with orig_setl_id takes every amount of its original negated
+and moves every accumulator back by what the original added; it is not recomputed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from flows.policies import Policies
+from transforms.accumulate import capped_payment
+from transforms.enrich import enrich
+from transforms.explain import code_if, fen_text, join_codes, join_fragments, when_text, bp_text
+from transforms.params import attach, yuan_to_fen
+from transforms.resident.inpatient import adjudicate_stays, class_b_preselfpay, stay_mask
+
+PERSON_YEAR = ["psn_no", "year"]
+
+# Accumulators carried across months (name → the per-line column that adds to it).
+ACCUMULATORS: dict[str, str] = {
+    "hifp_paid": "hifp_pay",  # basic fund paid this year, against the annual cap (§3.7)
+}
+
+# Money columns of an adjudicated row (DATA.md §4), all Int64 fen inside the engine.
+MONEY_COLUMNS = [
+    "medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "cls_a_amt", "cls_b_amt",
+    "inscp_scp_amt", "preselfpay_amt", "offsite_preselfpay_amt", "act_pay_dedc",
+    "hifp_pay", "pool_prop_selfpay", "hifp_cap_cut", "hifmi_pay", "maf_pay", "maf_tilt_pay",
+    "hosp_part_amt", "fund_pay_sumamt", "psn_part_amt", "acct_pay", "acct_mulaid_pay", "psn_cash_pay",
+]
+
+ADJUDICATED_COLUMNS = [
+    "setl_id", "psn_no", "month", "region", "insutype", "scheme", "ledger", "med_type", "mdtrt_id",
+    "fixmedins_code", "hosp_lv", "in_county", "in_city", "in_province", "offsite_type_eff",
+    "setl_time", "orig_setl_id", *MONEY_COLUMNS, "deposit_waived", "reason_codes", "explanation",
+]
+
+
+@dataclass
+class Adjudication:
+    adjudicated: pl.DataFrame
+    accumulators: pl.DataFrame  # psn_no, year, name, value: the state after these lines
+    used: set = field(default_factory=set)  # (region, scheme, parameter, assumption) actually used
+
+    @property
+    def assumptions(self) -> list[str]:
+        return sorted({a for (_, _, _, a) in self.used if a}, key=lambda a: int(a.split("-")[1]))
+
+
+def empty_carried() -> pl.DataFrame:
+    return pl.DataFrame(schema={"psn_no": pl.String, "year": pl.Int32, "name": pl.String, "value": pl.Int64})
+
+
+def adjudicate(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], policies: Policies,
+               carried: pl.DataFrame | None = None, originals: pl.DataFrame | None = None) -> Adjudication:
+    """Adjudicate accepted lines (any number of months of one year or several years).
+
+    carried: accumulators at the end of the month before the first line (psn_no, year, name, value).
+    originals: adjudicated rows of earlier runs that reversals in `lines` may name.
+    """
+    carried = carried if carried is not None else empty_carried()
+    rev_ids = lines.filter(pl.col("orig_setl_id").is_not_null())["orig_setl_id"]
+    in_batch = lines.filter(pl.col("setl_id").is_in(rev_ids.implode()))
+    if in_batch.height == 0:
+        return _adjudicate_once(lines, registers, policies, carried, originals)
+    # Reversals of lines of this same batch: the original's result depends only on lines before it,
+    # so iterate until the originals' results are stable (at most the depth of reversal chains).
+    known = originals
+    prev = None
+    for _ in range(len(rev_ids) + 2):
+        res = _adjudicate_once(lines, registers, policies, carried, known)
+        got = res.adjudicated.filter(pl.col("setl_id").is_in(in_batch["setl_id"].implode()))
+        if prev is not None and got.equals(prev):
+            return res
+        prev = got
+        known = pl.concat([x for x in (originals, got) if x is not None], how="diagonal_relaxed")
+    return res
+
+
+def _adjudicate_once(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], policies: Policies,
+                     carried: pl.DataFrame, originals: pl.DataFrame | None) -> Adjudication:
+    used: set = set()
+    df = enrich(lines, registers).sort(["psn_no", "setl_time", "setl_id"])
+    df = df.with_columns(pl.col("setl_time").dt.strftime("%Y-%m").alias("month"))
+    df = _join_carried(df, carried)
+    df = _join_originals(df, originals)
+
+    parts = []
+    for (region, scheme), part in df.group_by(["region", "scheme"], maintain_order=True):
+        if region == "suizhou" and scheme == "resident":
+            parts.append(_suizhou_resident(part, policies, used))
+        else:
+            parts.append(_pending(part))
+    out = pl.concat(parts, how="diagonal_relaxed") if parts else df.clear()
+    out = out.sort(["psn_no", "setl_time", "setl_id"])
+    out = _totals(_apply_reversals(_zero_missing(out)))
+    out = _explain(out)
+    acc = _accumulators_after(out, carried)
+    adjudicated = out.select([c for c in ADJUDICATED_COLUMNS if c in out.columns])
+    check_invariants(adjudicated)
+    return Adjudication(adjudicated=adjudicated, accumulators=acc, used=used)
+
+
+def _join_carried(df: pl.DataFrame, carried: pl.DataFrame) -> pl.DataFrame:
+    wide = carried.filter(pl.col("name").is_in(list(ACCUMULATORS))).pivot(
+        on="name", index=PERSON_YEAR, values="value", aggregate_function="last")
+    for name in ACCUMULATORS:
+        if name not in wide.columns:
+            wide = wide.with_columns(pl.lit(0, pl.Int64).alias(name))
+    wide = wide.select(PERSON_YEAR + [pl.col(n).cast(pl.Int64).fill_null(0).alias(f"carried_{n}") for n in ACCUMULATORS])
+    df = df.join(wide.with_columns(pl.col("year").cast(pl.Int32)), on=PERSON_YEAR, how="left", maintain_order="left")
+    return df.with_columns([pl.col(f"carried_{n}").fill_null(0) for n in ACCUMULATORS])
+
+
+# Amounts a reversal takes from its original, negated (the input amounts are negated already).
+REVERSED_COLUMNS = [c for c in MONEY_COLUMNS if c not in
+                    ("medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "cls_a_amt", "cls_b_amt")]
+
+
+def _join_originals(df: pl.DataFrame, originals: pl.DataFrame | None) -> pl.DataFrame:
+    df = df.with_columns(pl.col("orig_setl_id").is_not_null().alias("is_reversal"))
+    if originals is None or originals.height == 0:
+        originals = pl.DataFrame(schema={"setl_id": pl.String, **{c: pl.Int64 for c in REVERSED_COLUMNS}})
+    orig = originals.select(pl.col("setl_id").alias("orig_setl_id"),
+                            *[(-pl.col(c).cast(pl.Int64)).alias(f"rev_{c}") for c in REVERSED_COLUMNS])
+    return df.join(orig, on="orig_setl_id", how="left", maintain_order="left")
+
+
+def _apply_reversals(df: pl.DataFrame) -> pl.DataFrame:
+    """POLICY §1.7: a reversal pays back exactly what its original was paid, fund by fund."""
+    return df.with_columns([
+        pl.when(pl.col("is_reversal")).then(pl.col(f"rev_{c}").fill_null(0)).otherwise(pl.col(c)).alias(c)
+        for c in REVERSED_COLUMNS if c not in ("fund_pay_sumamt", "psn_part_amt", "psn_cash_pay")
+    ])
+
+
+def _suizhou_resident(part: pl.DataFrame, policies: Policies, used: set) -> pl.DataFrame:
+    region, scheme = "suizhou", "resident"
+    part = class_b_preselfpay(part, policies, used, region, scheme, "inpatient")
+    part = adjudicate_stays(part, policies, used)
+    implemented = stay_mask()
+    part = part.with_columns(
+        (~implemented).alias("rule_pending"),
+        pl.when(implemented).then(pl.col("hifp_raw")).otherwise(0).alias("hifp_raw"),
+    )
+    part = attach(part, policies, region, scheme, "annual_cap.hifp", "hifp_cap", convert=yuan_to_fen,
+                  need=pl.col("hifp_raw") != 0, used=used)
+    part = part.with_columns(
+        pl.col("hifp_cap").fill_null(0),
+        pl.when(pl.col("is_reversal")).then(pl.col("rev_hifp_pay").fill_null(0)).otherwise(pl.col("hifp_raw"))
+        .alias("hifp_raw"),
+    )
+    part = part.with_columns(
+        capped_payment(pl.col("hifp_raw"), pl.col("hifp_cap"), pl.col("carried_hifp_paid"), PERSON_YEAR)
+        .alias("hifp_pay")
+    )
+    part = part.with_columns(
+        (pl.col("hifp_raw") - pl.col("hifp_pay")).alias("hifp_cap_cut"),
+        (pl.col("after_deductible") - pl.col("hifp_raw")).alias("pool_prop_selfpay"),
+        (pl.col("carried_hifp_paid") + pl.col("hifp_pay").cum_sum().over(PERSON_YEAR) - pl.col("hifp_pay"))
+        .alias("hifp_paid_before"),
+    )
+    return part
+
+
+def _pending(part: pl.DataFrame) -> pl.DataFrame:
+    """Lines of a region/scheme whose rules are not implemented yet: no fund is computed, and the
+    line says so (RULE_PENDING). Never a guessed payment."""
+    return part.with_columns(
+        pl.lit(0, pl.Int64).alias("preselfpay_amt"),
+        (pl.col("cls_a_amt") + pl.col("cls_b_amt")).alias("inscp_scp_amt"),
+        pl.lit(True).alias("rule_pending"),
+    )
+
+
+def _zero_missing(df: pl.DataFrame) -> pl.DataFrame:
+    zero_if_missing = ["offsite_preselfpay_amt", "act_pay_dedc", "hifp_pay", "pool_prop_selfpay", "hifp_cap_cut",
+                       "hifmi_pay", "maf_pay", "maf_tilt_pay", "hosp_part_amt", "acct_pay", "acct_mulaid_pay"]
+    df = df.with_columns([
+        (pl.col(c).fill_null(0) if c in df.columns else pl.lit(0, pl.Int64)).cast(pl.Int64).alias(c)
+        for c in zero_if_missing
+    ])
+    for flag in ("held_for_review", "deductible_exempt", "rule_pending"):
+        df = df.with_columns((pl.col(flag).fill_null(False) if flag in df.columns else pl.lit(False)).alias(flag))
+    return df
+
+
+def _totals(df: pl.DataFrame) -> pl.DataFrame:
+    df = df.with_columns(
+        (pl.col("hifp_pay") + pl.col("hifmi_pay") + pl.col("maf_pay") + pl.col("maf_tilt_pay")).alias("fund_pay_sumamt")
+    )
+    df = df.with_columns((pl.col("medfee_sumamt") - pl.col("fund_pay_sumamt") - pl.col("hosp_part_amt")).alias("psn_part_amt"))
+    df = df.with_columns((pl.col("psn_part_amt") - pl.col("acct_pay") - pl.col("acct_mulaid_pay")).alias("psn_cash_pay"))
+    # §3.9 pay-after-treatment: informational flag on stays of rural low-income persons in their county.
+    return df.with_columns(pl.lit(False).alias("deposit_waived"))
+
+
+def _explain(df: pl.DataFrame) -> pl.DataFrame:
+    stay = stay_mask()
+    y = fen_text
+    codes = join_codes([
+        code_if(pl.col("is_reversal"), "REVERSAL"),
+        code_if(pl.col("rule_pending"), "RULE_PENDING"),
+        code_if(pl.col("held_for_review"), "HELD_FOR_REVIEW"),
+        code_if(stay & pl.col("is_emergency_rescue") & (pl.col("med_type") == "13"), "EMERGENCY_AS_STAY"),
+        code_if(stay & (pl.col("offsite_type_eff") == "101"), "OFFSITE_101"),
+        code_if(stay & (pl.col("offsite_type_eff") == "903"), "OFFSITE_903"),
+        code_if(stay & (pl.col("ledger") == "day_surgery"), "NO_DEDUCTIBLE_DAY_SURGERY"),
+        code_if(stay & pl.col("deductible_exempt") & (pl.col("ledger") != "day_surgery"), "DEDUCTIBLE_EXEMPT"),
+        code_if(stay & (pl.col("inscp_scp_amt") <= 0) & ~pl.col("is_reversal"), "NO_IN_SCOPE_COST"),
+        code_if(stay & (pl.col("inscp_scp_amt") > 0) & (pl.col("after_deductible").fill_null(0) == 0)
+                & ~pl.col("held_for_review") & ~pl.col("is_reversal"), "BELOW_DEDUCTIBLE"),
+        code_if((pl.col("hifp_cap_cut") > 0) & (pl.col("hifp_pay") == 0), "CAP_REACHED"),
+        code_if((pl.col("hifp_cap_cut") > 0) & (pl.col("hifp_pay") > 0), "CAP_PARTLY"),
+    ])
+    where = (
+        pl.when(pl.col("in_city")).then(pl.lit("in city"))
+        .otherwise(pl.concat_str([pl.lit("out of city ("), pl.col("offsite_type_eff").fill_null(""), pl.lit(")")]))
+    )
+    text = join_fragments([
+        when_text(pl.col("is_reversal"), "reversal of ", pl.col("orig_setl_id"),
+                  ": every amount of the original negated (POLICY §1.7)"),
+        pl.concat_str([pl.col("ledger"), pl.lit(", level "), pl.col("hosp_lv").fill_null("?"), pl.lit(" "), where]),
+        when_text(pl.col("rule_pending"), "rules for this ledger not implemented yet: funds not computed"),
+        pl.concat_str([pl.lit("in scope "), y(pl.col("inscp_scp_amt")), pl.lit(" = class A "), y(pl.col("cls_a_amt")),
+                       pl.lit(" + class B "), y(pl.col("cls_b_amt")), pl.lit(" − class-B pre-self-pay "),
+                       y(pl.col("preselfpay_amt"))]),
+        when_text(pl.col("offsite_preselfpay_amt") != 0, "out-of-city pre-self-pay ", y(pl.col("offsite_preselfpay_amt"))),
+        when_text(stay & ~pl.col("rule_pending"), "deductible ", y(pl.col("deductible_fen").fill_null(0)), " per stay, taken ",
+                  y(pl.col("act_pay_dedc"))),
+        when_text(stay & ~pl.col("held_for_review") & ~pl.col("rule_pending"),
+                  "basic fund ", bp_text(pl.col("hifp_rate_bp").fill_null(0)), " × ",
+                  y(pl.col("after_deductible").fill_null(0)), " = ", y(pl.col("hifp_raw").fill_null(0))),
+        when_text(pl.col("hifp_paid_before").is_not_null() & ~pl.col("rule_pending"),
+                  "annual cap ", y(pl.col("hifp_cap").fill_null(0)), ": left before ",
+                  y(pl.col("hifp_cap").fill_null(0) - pl.col("hifp_paid_before").fill_null(0)), ", after ",
+                  y(pl.col("hifp_cap").fill_null(0) - pl.col("hifp_paid_before").fill_null(0) - pl.col("hifp_pay"))),
+        when_text(pl.col("hifp_cap_cut") > 0, "cap cut ", y(pl.col("hifp_cap_cut"))),
+        pl.concat_str([pl.lit("basic fund pays "), y(pl.col("hifp_pay")), pl.lit("; person pays "),
+                       y(pl.col("psn_part_amt"))]),
+    ])
+    return df.with_columns(codes.alias("reason_codes"), text.alias("explanation"))
+
+
+def _accumulators_after(df: pl.DataFrame, carried: pl.DataFrame) -> pl.DataFrame:
+    """State after the lines, for every person-year present (carried + what the lines added)."""
+    sums = df.group_by(PERSON_YEAR).agg([pl.col(col).sum().alias(name) for name, col in ACCUMULATORS.items()])
+    long = sums.unpivot(index=PERSON_YEAR, variable_name="name", value_name="value")
+    prev = carried.select(PERSON_YEAR + ["name", pl.col("value").alias("prev")]).with_columns(pl.col("year").cast(pl.Int32))
+    long = long.join(prev, on=PERSON_YEAR + ["name"], how="left").with_columns(
+        (pl.col("value") + pl.col("prev").fill_null(0)).cast(pl.Int64).alias("value")
+    ).drop("prev")
+    return long.select("psn_no", pl.col("year").cast(pl.Int32), "name", "value").sort(PERSON_YEAR + ["name"])
+
+
+class InvariantViolation(AssertionError):
+    pass
+
+
+def check_invariants(adj: pl.DataFrame) -> None:
+    """DATA.md §4: the run fails rather than write a row that breaks one."""
+    rev = pl.col("orig_setl_id").is_not_null()
+    neg = pl.any_horizontal([pl.col(c) < 0 for c in MONEY_COLUMNS])
+    bad = adj.filter(
+        (~rev & neg)
+        | (pl.col("fund_pay_sumamt") + pl.col("hosp_part_amt") + pl.col("acct_pay") + pl.col("acct_mulaid_pay")
+           + pl.col("psn_cash_pay") != pl.col("medfee_sumamt"))
+        | (~rev & (pl.col("hifp_pay") > pl.col("inscp_scp_amt")))
+    )
+    if bad.height:
+        r = bad.row(0, named=True)
+        raise InvariantViolation(f"{bad.height} adjudicated rows break an invariant, first setl_id={r['setl_id']}")

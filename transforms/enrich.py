@@ -1,0 +1,110 @@
+"""Attach to each accepted line what the rules need to know about it (pure polars).
+
+Region and scheme come from the person (insuplc_admdvs, insutype); where the care happened
+(in county / city / province, POLICY §1.9) from the institution's admdvs; identities valid
+on the settlement date (POLICY §1.6); the ledger from med_type (DATA.md §2).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+# Pooling regions by the first four digits of a county code (DATA.md §3).
+REGION_BY_CITY = {"4213": "suizhou", "4206": "xiangyang"}
+SCHEME_BY_INSUTYPE = {"310": "employee", "390": "resident"}
+
+STAY_LEDGERS = ("inpatient", "maternity", "day_surgery")
+
+
+def ledger_expr() -> pl.Expr:
+    """DATA.md §4 ledger of a line, from med_type (and rescue flag, certification kind)."""
+    mt = pl.col("med_type")
+    rescue = pl.col("is_emergency_rescue").fill_null(False)
+    return (
+        pl.when(mt.is_in(["21", "22", "24"]) | ((mt == "13") & rescue)).then(pl.lit("inpatient"))
+        .when(mt == "52").then(pl.lit("maternity"))
+        .when(mt == "28").then(pl.lit("day_surgery"))
+        .when(mt == "9901").then(pl.lit("two_disease"))
+        .when(mt.is_in(["14", "140104", "140201"]) & (pl.col("cert_kind") == "special_drug"))
+        .then(pl.lit("special_drug"))
+        .when(mt.is_in(["14", "140104", "140201"])).then(pl.lit("chronic"))
+        .when((mt == "41") & (pl.col("cert_kind") == "special_drug")).then(pl.lit("special_drug"))
+        .when(mt == "41").then(pl.lit("pharmacy"))
+        .otherwise(pl.lit("outpatient_pool"))  # 11, 13 (not a rescue), 51
+    )
+
+
+def enrich(lines: pl.DataFrame, registers: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    persons = registers["persons"].select(
+        "psn_no",
+        pl.col("insutype").alias("psn_insutype"),
+        "insuplc_admdvs",
+        pl.col("rural").fill_null(False).alias("rural"),
+    )
+    inst = registers["institutions"].select(
+        "fixmedins_code",
+        "fixmedins_type",
+        pl.col("dedc_hosp_lv").cast(pl.String).alias("hosp_lv"),
+        "facility",
+        pl.col("admdvs").alias("inst_admdvs"),
+        pl.col("offsite_outpatient_enabled").fill_null(False).alias("offsite_outpatient_enabled"),
+    )
+    presc = registers["institutions"].select(
+        pl.col("fixmedins_code").alias("presc_fixmedins_code"),
+        pl.col("dedc_hosp_lv").cast(pl.String).alias("presc_hosp_lv"),
+    )
+    certs = registers["certifications"].select(
+        "psn_no", "dise_cert_code", pl.col("kind").alias("cert_kind"),
+        pl.col("dise_codg").alias("cert_dise_codg"),
+        pl.col("begndate").alias("cert_begndate"), pl.col("enddate").alias("cert_enddate"),
+    )
+    out = (
+        lines.with_columns(
+            pl.col("setl_time").dt.date().alias("setl_date"),
+            pl.col("setl_time").dt.year().cast(pl.Int32).alias("year"),
+            pl.col("is_emergency_rescue").fill_null(False),
+        )
+        .join(persons, on="psn_no", how="left")
+        .join(inst, on="fixmedins_code", how="left")
+        .join(presc, on="presc_fixmedins_code", how="left")
+    )
+    # The certification the line is claimed under, valid on the date (validation guarantees one exists).
+    claimed = (
+        out.select("setl_id", "psn_no", "dise_cert_code", "setl_date")
+        .filter(pl.col("dise_cert_code").is_not_null())
+        .join(certs, on=["psn_no", "dise_cert_code"], how="inner")
+        .filter((pl.col("cert_begndate") <= pl.col("setl_date"))
+                & (pl.col("cert_enddate").is_null() | (pl.col("setl_date") <= pl.col("cert_enddate"))))
+        .group_by("setl_id").agg(pl.col("cert_kind").first(), pl.col("cert_dise_codg").first())
+    )
+    out = out.join(claimed, on="setl_id", how="left")
+    out = out.with_columns(
+        pl.col("insuplc_admdvs").str.slice(0, 4).replace_strict(REGION_BY_CITY, default=None).alias("region"),
+        pl.col("insutype").replace_strict(SCHEME_BY_INSUTYPE, default=None).alias("scheme"),
+        (pl.col("inst_admdvs") == pl.col("insuplc_admdvs")).alias("in_county"),
+        (pl.col("inst_admdvs").str.slice(0, 4) == pl.col("insuplc_admdvs").str.slice(0, 4)).alias("in_city"),
+        (pl.col("inst_admdvs").str.slice(0, 2) == pl.col("insuplc_admdvs").str.slice(0, 2)).alias("in_province"),
+    )
+    out = out.with_columns(ledger_expr().alias("ledger"))
+    # POLICY §1.9: an out-of-city line without offsite_type is 101 when it is an emergency, else 903.
+    emergency = (pl.col("med_type") == "24") | pl.col("is_emergency_rescue")
+    out = out.with_columns(
+        pl.when(pl.col("in_city")).then(pl.lit(None, pl.String))
+        .when(pl.col("offsite_type").is_not_null()).then(pl.col("offsite_type"))
+        .when(emergency).then(pl.lit("101"))
+        .otherwise(pl.lit("903")).alias("offsite_type_eff")
+    )
+    return out.with_columns(identities_on_date(out, registers["identities"]))
+
+
+def identities_on_date(lines: pl.DataFrame, identities: pl.DataFrame) -> pl.Series:
+    """The person's identities valid on each line's settlement date, as a sorted list (POLICY §1.6)."""
+    valid = (
+        lines.select("setl_id", "psn_no", "setl_date")
+        .join(identities.select("psn_no", "identity", "begndate", "enddate"), on="psn_no", how="inner")
+        .filter((pl.col("begndate") <= pl.col("setl_date"))
+                & (pl.col("enddate").is_null() | (pl.col("setl_date") <= pl.col("enddate"))))
+        .group_by("setl_id").agg(pl.col("identity").unique().sort())
+    )
+    ids = lines.select("setl_id").join(valid, on="setl_id", how="left", maintain_order="left")["identity"]
+    return ids.fill_null(pl.lit([], pl.List(pl.String))).alias("identities")

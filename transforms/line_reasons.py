@@ -1,0 +1,23 @@
+"""Reason codes on adjudicated lines (`adjudicated.reason_codes`), one closed list (DESIGN.md, Naming).
+
+Every zero payment of a fund on a line is explained by at least one of these.
+"""
+
+LINE_REASONS: dict[str, str] = {
+    "BELOW_DEDUCTIBLE": "the in-scope cost (after pre-self-pay) did not exceed the deductible",
+    "DEDUCTIBLE_EXEMPT": "no deductible for this identity on this date (POLICY §3.6)",
+    "NO_DEDUCTIBLE_DAY_SURGERY": "day surgery has no deductible (POLICY §3.5)",
+    "NO_IN_SCOPE_COST": "nothing on the line is in scope (out-of-catalogue or over-limit only)",
+    "CAP_REACHED": "the basic fund's annual cap was reached (POLICY §3.7)",
+    "CAP_PARTLY": "the basic fund's annual cap was reached on this line; paid partly",
+    "HELD_FOR_REVIEW": "trauma stay without an investigation reference: held for review (POLICY §3.6, A-6)",
+    "OFFSITE_101": "out of the city, referred or emergency (POLICY §3.6)",
+    "OFFSITE_903": "out of the city, neither referred nor emergency (POLICY §3.6)",
+    "EMERGENCY_AS_STAY": "emergency rescue adjudicated as a stay (POLICY §3.5, A-2)",
+    "HIFMI_BELOW_THRESHOLD": "critical-illness burden below the threshold (POLICY §3.8)",
+    "HIFMI_NOT_COVERED": "critical-illness insurance does not cover this ledger (POLICY §3.8)",
+    "HIFMI_CAP_REACHED": "critical-illness annual cap reached (POLICY §3.8)",
+    "REVERSAL": "reversal of an earlier settlement: its amounts negated (POLICY §1.7)",
+    "RULE_PENDING": "the ledger's rules are not implemented yet: no fund computed (see README, known gaps)",
+    "PAY_AFTER_TREATMENT": "rural low-income person in their county: deposit waived (POLICY §3.9)",
+}

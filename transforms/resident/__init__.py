@@ -1,0 +1,1 @@
+"""Suizhou urban-rural resident scheme (POLICY §3)."""

@@ -1,0 +1,101 @@
+"""Suizhou resident stays: inpatient, maternity stays, day surgery, emergency rescue as a stay.
+
+POLICY §3.5–§3.6. For one stay:
+  pre-self-pay B  = 10% × class B                      (§1.4, only on the ledgers of A-16)
+  in_scope        = class A + class B − pre-self-pay B
+  offsite pre     = offsite rate × in_scope            (out of the city: 101 → 10%, 903 → 20%; A-4: before the deductible)
+  base            = in_scope − offsite pre
+  deductible      = by level, in/out of the city; 0 for day surgery (§3.5) and exempt identities (§3.6)
+  hifp (raw)      = rate(level) × (base − deductible), then the annual cap (§3.7, engine)
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from flows.policies import Policies
+from transforms.enrich import STAY_LEDGERS
+from transforms.money import expr_apply_rate
+from transforms.params import attach, rate, yuan_to_fen
+
+REGION, SCHEME = "suizhou", "resident"
+
+
+def stay_mask() -> pl.Expr:
+    return pl.col("ledger").is_in(list(STAY_LEDGERS))
+
+
+def class_b_preselfpay(lines: pl.DataFrame, policies: Policies, used: set, region: str, scheme: str,
+                       topic: str) -> pl.DataFrame:
+    """`preselfpay_amt` and `inscp_scp_amt` of every line (POLICY §1.4, A-16)."""
+    lines = attach(lines, policies, region, scheme, f"{topic}.class_b_preselfpay_rate", "__b_rate",
+                   convert=rate, need=pl.col("cls_b_amt") != 0, used=used)
+    applies = in_list_on_date(lines, policies, region, scheme, f"{topic}.class_b_preselfpay_ledgers", used,
+                              "ledger", need=pl.col("cls_b_amt") != 0)
+    lines = lines.with_columns(applies.alias("__b_applies"))
+    pre = pl.when(pl.col("__b_applies").fill_null(False)).then(
+        expr_apply_rate(pl.col("cls_b_amt"), pl.col("__b_rate").fill_null(0))).otherwise(0)
+    return lines.with_columns(pre.alias("preselfpay_amt")).with_columns(
+        (pl.col("cls_a_amt") + pl.col("cls_b_amt") - pl.col("preselfpay_amt")).alias("inscp_scp_amt")
+    ).drop("__b_rate", "__b_applies")
+
+
+def adjudicate_stays(lines: pl.DataFrame, policies: Policies, used: set) -> pl.DataFrame:
+    """Adds offsite_preselfpay_amt, act_pay_dedc, hifp_rate_bp, hifp_raw, pool_prop_selfpay, held flags.
+
+    Non-stay lines get zeros/nulls here; other ledgers fill their own columns.
+    """
+    stay = stay_mask()
+    p = "inpatient"
+    # Rescue out of the city follows the offsite-101 rules (§3.5, A-2).
+    lines = lines.with_columns(
+        pl.when(stay & ~pl.col("in_city") & pl.col("is_emergency_rescue")).then(pl.lit("101"))
+        .otherwise(pl.col("offsite_type_eff")).alias("offsite_type_eff")
+    )
+    out_city_stay = stay & ~pl.col("in_city")
+    lines = attach(lines, policies, REGION, SCHEME, f"{p}.offsite_preselfpay_rate", "__off_rate",
+                   convert=rate, keyed_by="offsite_type_eff", need=out_city_stay, used=used)
+    lines = attach(lines, policies, REGION, SCHEME, f"{p}.deductible_in_city", "__ded_in",
+                   convert=yuan_to_fen, keyed_by="hosp_lv", need=stay & pl.col("in_city"), used=used)
+    lines = attach(lines, policies, REGION, SCHEME, f"{p}.deductible_out_of_city", "__ded_out",
+                   convert=yuan_to_fen, keyed_by="hosp_lv", need=out_city_stay, used=used)
+    lines = attach(lines, policies, REGION, SCHEME, f"{p}.fund_rate", "hifp_rate_bp",
+                   convert=rate, keyed_by="hosp_lv", need=stay, used=used)
+    exempt = in_list_on_date(lines, policies, REGION, SCHEME, f"{p}.deductible_exempt_identities", used,
+                             "identities", need=stay)
+    trauma_counties = in_list_on_date(lines, policies, REGION, SCHEME, f"{p}.trauma_report_required_counties",
+                                      used, "insuplc_admdvs", need=stay & (pl.col("med_type") == "22"))
+    lines = lines.with_columns(exempt.alias("deductible_exempt"), trauma_counties.alias("__trauma_county"))
+    held = stay & (pl.col("med_type") == "22") & pl.col("__trauma_county") & pl.col("trauma_report_no").is_null()
+    lines = lines.with_columns(held.alias("held_for_review")).drop("__trauma_county")
+    off_pre = pl.when(out_city_stay).then(expr_apply_rate(pl.col("inscp_scp_amt"), pl.col("__off_rate"))).otherwise(0)
+    lines = lines.with_columns(off_pre.alias("offsite_preselfpay_amt"))
+    base = pl.col("inscp_scp_amt") - pl.col("offsite_preselfpay_amt")
+    ded = (
+        pl.when(~stay | (pl.col("ledger") == "day_surgery") | pl.col("deductible_exempt")).then(0)
+        .when(pl.col("in_city")).then(pl.col("__ded_in"))
+        .otherwise(pl.col("__ded_out"))
+    )
+    lines = lines.with_columns(
+        pl.when(stay).then(pl.min_horizontal(pl.max_horizontal(base, 0), ded)).otherwise(0).alias("act_pay_dedc"),
+        pl.when(stay).then(ded).otherwise(0).alias("deductible_fen"),
+    )
+    after = pl.max_horizontal(base - pl.col("act_pay_dedc"), 0)
+    raw = pl.when(stay & ~pl.col("held_for_review")).then(expr_apply_rate(after, pl.col("hifp_rate_bp"))).otherwise(0)
+    lines = lines.with_columns(
+        raw.alias("hifp_raw"),
+        pl.when(stay).then(after).otherwise(0).alias("after_deductible"),
+    )
+    return lines.drop("__off_rate", "__ded_in", "__ded_out")
+
+
+def in_list_on_date(lines: pl.DataFrame, policies: Policies, region: str, scheme: str, name: str,
+                    used: set, col: str, need: pl.Expr | None = None) -> pl.Series:
+    """Whether a line's `col` (a value, or a list of values) is in a dated list parameter on its date."""
+    tmp = attach(lines.select("setl_date", col), policies, region, scheme, name, "__list",
+                 convert=lambda v: [str(x) for x in (v or [])], dtype=pl.List(pl.String), need=need, used=used)
+    if tmp.schema[col] == pl.List(pl.String):
+        hit = pl.col(col).list.set_intersection(pl.col("__list")).list.len() > 0
+    else:
+        hit = pl.col("__list").list.contains(pl.col(col))
+    return tmp.select(hit.fill_null(False).alias("hit"))["hit"]
