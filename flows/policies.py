@@ -20,7 +20,9 @@ from typing import Any
 
 import yaml
 
-POLICY_ROOT = Path(__file__).resolve().parent.parent / "policies"
+import os
+
+POLICY_ROOT = Path(os.environ.get("YIBAO_POLICIES", Path(__file__).resolve().parent.parent / "policies"))
 
 
 class MissingParameter(LookupError):
@@ -125,3 +127,23 @@ def load_policies(root: Path | str = POLICY_ROOT) -> Policies:
             params[(region, scheme, name)] = Parameter(region, scheme, name, str(spec.get("description", "")),
                                                        spec.get("unit"), values)
     return Policies(params=params, digest=h.hexdigest(), files=[str(f.relative_to(root)) for f in files])
+
+
+def _assumption_key(a: str) -> tuple[int, str]:
+    num = a[2:] if a.startswith("A-") else ""
+    return (int(num), a) if num.isdigit() else (10**9, a)
+
+
+def assumptions_in(policies: Policies) -> dict[str, list[str]]:
+    """Map each assumption id (POLICY §9, `A-n`) to the parameters that carry it, for the run record.
+
+    A parameter carries an assumption when any of its dated values does (set on the parameter or on
+    the value). Names are `region/scheme/topic.name` as in MissingParameter; ids are in numeric order,
+    names sorted.
+    """
+    found: dict[str, set[str]] = {}
+    for (region, scheme, name), p in policies.params.items():
+        for v in p.values:
+            if v.assumption:
+                found.setdefault(str(v.assumption), set()).add(f"{region}/{scheme}/{name}")
+    return {a: sorted(found[a]) for a in sorted(found, key=_assumption_key)}

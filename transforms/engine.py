@@ -100,7 +100,7 @@ def _adjudicate_once(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], po
             parts.append(_suizhou_resident(part, policies, used))
         else:
             parts.append(_pending(part))
-    out = pl.concat(parts, how="diagonal_relaxed") if parts else df.clear()
+    out = pl.concat(parts, how="diagonal_relaxed") if parts else _pending(df)
     out = out.sort(["psn_no", "setl_time", "setl_id"])
     out = _totals(_apply_reversals(_zero_missing(out)))
     out = _explain(out)
@@ -189,6 +189,9 @@ def _zero_missing(df: pl.DataFrame) -> pl.DataFrame:
         (pl.col(c).fill_null(0) if c in df.columns else pl.lit(0, pl.Int64)).cast(pl.Int64).alias(c)
         for c in zero_if_missing
     ])
+    for c in ("after_deductible", "deductible_fen", "hifp_rate_bp", "hifp_raw", "hifp_cap", "hifp_paid_before"):
+        if c not in df.columns:
+            df = df.with_columns(pl.lit(None, pl.Int64).alias(c))
     for flag in ("held_for_review", "deductible_exempt", "rule_pending"):
         df = df.with_columns((pl.col(flag).fill_null(False) if flag in df.columns else pl.lit(False)).alias(flag))
     return df

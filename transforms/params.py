@@ -39,7 +39,7 @@ def scalar(policies: Policies, region: str, scheme: str, name: str, on: dt.date,
     """One value in force on a date, converted (e.g. rate_to_bp, yuan_to_fen)."""
     dv = policies.at(region, scheme, name, on)
     if used is not None:
-        used.add((region, scheme, name, dv.since, dv.assumption))
+        used.add((region, scheme, name, dv.assumption))
     return convert(dv.value)
 
 
@@ -83,7 +83,7 @@ def dated_frame(policies: Policies, region: str, scheme: str, name: str,
 def attach(lines: pl.DataFrame, policies: Policies, region: str, scheme: str, name: str, out: str,
            date_col: str = "setl_date", convert: Callable[[Any], Any] = lambda v: v,
            dtype: pl.DataType = pl.Int64, keyed_by: str | None = None,
-           need: pl.Expr | None = None) -> pl.DataFrame:
+           need: pl.Expr | None = None, used: set | None = None) -> pl.DataFrame:
     """Add column `out` = the parameter's value in force on each line's date (and key).
 
     `need` selects the lines that require the value; a missing value on such a line raises
@@ -95,7 +95,7 @@ def attach(lines: pl.DataFrame, policies: Policies, region: str, scheme: str, na
     if keyed_by is None:
         joined = left.sort(date_col).join_asof(pf, left_on=date_col, right_on="since", strategy="backward")
     else:
-        joined = left.sort(date_col).join_asof(pf, left_on=date_col, right_on="since", by=keyed_by,
+        joined = left.sort(date_col).join_asof(pf, left_on=date_col, right_on="since", by=keyed_by, check_sortedness=False,
                                                strategy="backward")
     joined = joined.sort("__row").drop("__row", "since")
     need_mask = joined.select((need if need is not None else pl.lit(True)).alias("n"))["n"].fill_null(False)

@@ -92,8 +92,10 @@ def adjudicate_stays(lines: pl.DataFrame, policies: Policies, used: set) -> pl.D
 def in_list_on_date(lines: pl.DataFrame, policies: Policies, region: str, scheme: str, name: str,
                     used: set, col: str, need: pl.Expr | None = None) -> pl.Series:
     """Whether a line's `col` (a value, or a list of values) is in a dated list parameter on its date."""
-    tmp = attach(lines.select("setl_date", col), policies, region, scheme, name, "__list",
-                 convert=lambda v: [str(x) for x in (v or [])], dtype=pl.List(pl.String), need=need, used=used)
+    base = lines.select("setl_date", col, (need if need is not None else pl.lit(True)).alias("__need"))
+    tmp = attach(base, policies, region, scheme, name, "__list",
+                 convert=lambda v: [str(x) for x in (v or [])], dtype=pl.List(pl.String), need=pl.col("__need"),
+                 used=used)
     if tmp.schema[col] == pl.List(pl.String):
         hit = pl.col(col).list.set_intersection(pl.col("__list")).list.len() > 0
     else:

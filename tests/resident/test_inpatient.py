@@ -1,0 +1,154 @@
+"""Suizhou resident stays (POLICY §3.5–§3.7) with hand-computed numbers."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pytest
+
+from flows.policies import MissingParameter, load_policies
+from tests.builders import line, lines, person, registers, reversal_of, yuan
+from transforms.engine import adjudicate
+
+POL = load_policies()
+
+
+def run(rows, regs, carried=None, originals=None):
+    return adjudicate(lines(rows), regs, POL, carried=carried, originals=originals).adjudicated
+
+
+def one(rows, regs, **kw) -> dict:
+    return run(rows, regs, **kw).row(0, named=True)
+
+
+def test_e6_ordinary_resident_level2_stay():
+    """POLICY E6: class A 20,000 at level 2 → basic fund (20000−500)×80% = 15,600."""
+    r = one([line("P1", "2025-05-10", "SZ2", a=yuan(20000))], registers([person("P1")]))
+    assert r["hifp_pay"] == yuan(15600)
+    assert r["act_pay_dedc"] == yuan(500)
+    assert r["inscp_scp_amt"] == yuan(20000)
+    assert r["pool_prop_selfpay"] == yuan(3900)
+    assert r["psn_part_amt"] == yuan(4400)
+    assert r["fund_pay_sumamt"] + r["psn_cash_pay"] == r["medfee_sumamt"]
+
+
+@pytest.mark.parametrize("year, exempt_deductible", [(2025, True), (2026, False)])
+def test_dibao_deductible_exempt_in_2025_not_2026(year, exempt_deductible):
+    """§3.6: dibao has no inpatient deductible in the transition period; from 2026 the ordinary one."""
+    regs = registers([person("P1")], identities=[("P1", "dibao", dt.date(2020, 1, 1), None)])
+    r = one([line("P1", f"{year}-03-01", "SZ2", a=yuan(10000))], regs)
+    if exempt_deductible:
+        assert r["act_pay_dedc"] == 0 and r["hifp_pay"] == yuan(8000)
+        assert "DEDUCTIBLE_EXEMPT" in r["reason_codes"]
+    else:
+        assert r["act_pay_dedc"] == yuan(500) and r["hifp_pay"] == yuan(7600)
+
+
+def test_identity_must_be_valid_on_the_settlement_date():
+    regs = registers([person("P1")], identities=[("P1", "tekun", dt.date(2025, 6, 1), None)])
+    before = one([line("P1", "2025-05-31", "SZ1", a=yuan(1000))], regs)
+    after = one([line("P1", "2025-06-01", "SZ1", a=yuan(1000))], regs)
+    assert before["act_pay_dedc"] == yuan(200) and before["hifp_pay"] == yuan(720)
+    assert after["act_pay_dedc"] == 0 and after["hifp_pay"] == yuan(900)
+
+
+def test_class_b_pre_self_pay_and_level3():
+    """§1.4: B 1,000 → pre-self-pay 100; in scope 5,000 + 900; level 3: (5900 − 900) × 70% = 3,500."""
+    r = one([line("P1", "2025-02-01", "SZ3", a=yuan(5000), b=yuan(1000), own=yuan(300), over=yuan(45.5))],
+            registers([person("P1")]))
+    assert r["preselfpay_amt"] == yuan(100)
+    assert r["inscp_scp_amt"] == yuan(5900)
+    assert r["hifp_pay"] == yuan(3500)
+    assert r["psn_part_amt"] == r["medfee_sumamt"] - yuan(3500)
+
+
+@pytest.mark.parametrize("offsite, pre_rate", [("101", 10), ("903", 20)])
+def test_out_of_city_stay(offsite, pre_rate):
+    """§3.6: out of city, level 2: in scope 10,000; pre-self-pay 10%/20% first (A-4), deductible 1,500, 80%."""
+    r = one([line("P1", "2025-04-01", "WH2", a=yuan(10000), offsite_type=offsite)], registers([person("P1")]))
+    pre = yuan(10000) * pre_rate // 100
+    assert r["offsite_preselfpay_amt"] == pre
+    assert r["act_pay_dedc"] == yuan(1500)
+    assert r["hifp_pay"] == (yuan(10000) - pre - yuan(1500)) * 80 // 100
+    assert f"OFFSITE_{offsite}" in r["reason_codes"]
+
+
+def test_out_of_city_without_offsite_type_is_903_unless_emergency():
+    regs = registers([person("P1")])
+    plain = one([line("P1", "2025-04-01", "BJ3", a=yuan(10000))], regs)
+    emerg = one([line("P1", "2025-04-01", "BJ3", med_type="24", a=yuan(10000))], regs)
+    assert plain["offsite_type_eff"] == "903" and plain["hifp_pay"] == yuan(4550)  # (10000−2000−1500)×70%
+    assert emerg["offsite_type_eff"] == "101" and emerg["hifp_pay"] == yuan(5250)  # (10000−1000−1500)×70%
+
+
+def test_rescue_not_admitted_is_a_stay_and_day_surgery_has_no_deductible():
+    regs = registers([person("P1")])
+    rescue = one([line("P1", "2025-04-01", "SZ2", med_type="13", a=yuan(3000), is_emergency_rescue=True)], regs)
+    assert rescue["ledger"] == "inpatient" and rescue["hifp_pay"] == yuan(2000)  # (3000 − 500) × 80%
+    assert "EMERGENCY_AS_STAY" in rescue["reason_codes"]
+    day = one([line("P1", "2025-04-02", "SZ3", med_type="28", a=yuan(3000))], regs)
+    assert day["ledger"] == "day_surgery" and day["act_pay_dedc"] == 0 and day["hifp_pay"] == yuan(2100)
+
+
+def test_rounding_half_up_once_per_line():
+    """0.05 fen halves: (1234.55 − 200) × 90% = 931.095 → 931.10 (half-up)."""
+    r = one([line("P1", "2025-01-05", "SZ1", a=yuan("1234.55"))], registers([person("P1")]))
+    assert r["hifp_pay"] == yuan("931.10")
+
+
+def test_annual_cap_hit_mid_line_and_then_zero():
+    """§3.7: 150,000 a year. Stays paying 120,000 then 40,000 raw → the second paid 30,000; a third 0."""
+    regs = registers([person("P1")])
+    rows = [line("P1", "2025-01-10", "SZ1", a=yuan(120000 / 0.9 + 200)),
+            line("P1", "2025-03-10", "SZ1", a=yuan(40000 / 0.9 + 200)),
+            line("P1", "2025-05-10", "SZ1", a=yuan(10200))]
+    rows[0]["cls_a_amt"] = rows[0]["medfee_sumamt"] = yuan("133533.33")
+    rows[1]["cls_a_amt"] = rows[1]["medfee_sumamt"] = yuan("44644.44")
+    out = run(rows, regs).sort("setl_time")
+    paid = out["hifp_pay"].to_list()
+    assert paid[0] == yuan("119999.997") or paid[0] == yuan(120000)  # 133333.33 × 90% = 119999.997 → 120000.00
+    assert paid[0] == yuan(120000)
+    assert paid[1] == yuan(30000)
+    assert out["hifp_cap_cut"][1] == yuan("40000.00") - yuan(30000)
+    assert "CAP_PARTLY" in out["reason_codes"][1]
+    assert paid[2] == 0 and "CAP_REACHED" in out["reason_codes"][2]
+
+
+def test_cap_state_is_carried_in_from_earlier_months():
+    regs = registers([person("P1")])
+    carried = pl.DataFrame({"psn_no": ["P1"], "year": [2025], "name": ["hifp_paid"], "value": [yuan(149000)]},
+                           schema={"psn_no": pl.String, "year": pl.Int32, "name": pl.String, "value": pl.Int64})
+    res = adjudicate(lines([line("P1", "2025-07-01", "SZ2", a=yuan(10500))]), regs, POL, carried=carried)
+    assert res.adjudicated["hifp_pay"][0] == yuan(1000)
+    acc = res.accumulators.filter(pl.col("name") == "hifp_paid")
+    assert acc["value"][0] == yuan(150000)
+
+
+def test_trauma_stay_in_suixian_without_report_is_held():
+    regs = registers([person("P1", admdvs="421321"), person("P2", admdvs="421302")])
+    held = one([line("P1", "2025-02-01", "SX2", med_type="22", a=yuan(8000))], regs)
+    ok = one([line("P1", "2025-02-01", "SX2", med_type="22", a=yuan(8000), trauma_report_no="PICC-1")], regs)
+    other_county = one([line("P2", "2025-02-01", "SZ2", med_type="22", a=yuan(8000))], regs)
+    assert held["hifp_pay"] == 0 and "HELD_FOR_REVIEW" in held["reason_codes"]
+    assert ok["hifp_pay"] == yuan(6000) and other_county["hifp_pay"] == yuan(6000)
+
+
+def test_reversal_undoes_exactly_and_frees_the_cap():
+    regs = registers([person("P1")])
+    orig = line("P1", "2025-01-10", "SZ1", a=yuan(10200))
+    rev = reversal_of(orig, "2025-01-20")
+    out = run([orig, rev], regs).sort("setl_time")
+    assert out["hifp_pay"].to_list() == [yuan(9000), -yuan(9000)]
+    assert out["psn_cash_pay"].to_list() == [yuan(1200), -yuan(1200)]
+    assert "REVERSAL" in out["reason_codes"][1]
+    # and with the original from an earlier run:
+    first = run([orig], regs)
+    later = run([rev], regs, originals=first)
+    assert later["hifp_pay"][0] == -yuan(9000) and later["act_pay_dedc"][0] == -yuan(200)
+
+
+def test_missing_parameter_stops_with_its_name():
+    regs = registers([person("P1")])
+    with pytest.raises(MissingParameter, match=r"missing parameter suizhou/resident/inpatient\.\w+.*2024-06-01"):
+        run([line("P1", "2024-06-01", "SZ2", a=yuan(1000))], regs)
