@@ -22,6 +22,7 @@ from prefect import flow, get_run_logger, task
 from flows import store
 from flows.ingest import load_registers, month_files, read_table
 from flows.policies import POLICY_ROOT, load_policies
+from schemas.outputs import Accumulators, Adjudicated
 from transforms.engine import adjudicate
 from transforms.validate import validate_settlements
 
@@ -102,6 +103,9 @@ def adjudicate_month(stage: str, db: str, month: str) -> str:
     finally:
         con.close()
     result = adjudicate(accepted, regs, load_policies(), carried=carried, originals=originals)
+    # Output models, eagerly (schema and data), before anything is written (schemas/outputs.py).
+    Adjudicated.validate(result.adjudicated, lazy=True)
+    Accumulators.validate(result.accumulators, lazy=True)
     result.adjudicated.write_parquet(stage_p / "adjudicated.parquet")
     result.accumulators.write_parquet(stage_p / "accumulators.parquet")
     (stage_p / "adjudicate.json").write_text(json.dumps({"assumptions": result.assumptions,

@@ -33,6 +33,18 @@ def test_e6_ordinary_resident_level2_stay():
     assert r["fund_pay_sumamt"] + r["psn_cash_pay"] == r["medfee_sumamt"]
 
 
+def test_engine_output_passes_its_pandera_models():
+    from schemas.outputs import Accumulators, Adjudicated
+    regs = registers([person("P1"), person("P2")])
+    res = adjudicate(lines([line("P1", "2025-05-10", "SZ2", a=yuan(20000)), line("P2", "2025-05-11", "SZV", "11",
+                                                                                  a=yuan(30))]), regs, POL)
+    Adjudicated.validate(res.adjudicated, lazy=True)
+    Accumulators.validate(res.accumulators, lazy=True)
+    bad = res.adjudicated.with_columns(pl.col("psn_cash_pay") + 1)
+    with pytest.raises(Exception, match="amounts_add_up"):
+        Adjudicated.validate(bad, lazy=True)
+
+
 @pytest.mark.parametrize("year, exempt_deductible", [(2025, True), (2026, False)])
 def test_dibao_deductible_exempt_in_2025_not_2026(year, exempt_deductible):
     """§3.6: dibao has no inpatient deductible in the transition period; from 2026 the ordinary one."""
