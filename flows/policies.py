@@ -22,7 +22,7 @@ import yaml
 
 import os
 
-POLICY_ROOT = Path(os.environ.get("YIBAO_POLICIES", Path(__file__).resolve().parent.parent / "policies"))
+POLICY_ROOT = Path(os.environ.get("YIBAO_POLICIES") or Path(__file__).resolve().parent.parent / "policies")
 
 
 class MissingParameter(LookupError):

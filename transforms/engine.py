@@ -21,6 +21,7 @@ from transforms.accumulate import capped_payment
 from transforms.enrich import enrich
 from transforms.explain import code_if, fen_text, join_codes, join_fragments, when_text, bp_text
 from transforms.params import attach, yuan_to_fen
+from transforms.resident.critical_illness import adjudicate_critical_illness
 from transforms.resident.inpatient import adjudicate_stays, class_b_preselfpay, stay_mask
 
 PERSON_YEAR = ["psn_no", "year"]
@@ -28,6 +29,8 @@ PERSON_YEAR = ["psn_no", "year"]
 # Accumulators carried across months (name → the per-line column that adds to it).
 ACCUMULATORS: dict[str, str] = {
     "hifp_paid": "hifp_pay",  # basic fund paid this year, against the annual cap (§3.7)
+    "hifmi_burden": "hifmi_burden",  # critical-illness burden accumulated this year (§3.8, A-7)
+    "hifmi_paid": "hifmi_pay",  # critical illness paid this year, against its cap (§3.8)
 }
 
 # Money columns of an adjudicated row (DATA.md §4), all Int64 fen inside the engine.
@@ -169,7 +172,8 @@ def _suizhou_resident(part: pl.DataFrame, policies: Policies, used: set) -> pl.D
         (pl.col("carried_hifp_paid") + pl.col("hifp_pay").cum_sum().over(PERSON_YEAR) - pl.col("hifp_pay"))
         .alias("hifp_paid_before"),
     )
-    return part
+    part = part.with_columns(pl.col("held_for_review").fill_null(False))
+    return adjudicate_critical_illness(part, policies, used)
 
 
 def _pending(part: pl.DataFrame) -> pl.DataFrame:
@@ -189,10 +193,16 @@ def _zero_missing(df: pl.DataFrame) -> pl.DataFrame:
         (pl.col(c).fill_null(0) if c in df.columns else pl.lit(0, pl.Int64)).cast(pl.Int64).alias(c)
         for c in zero_if_missing
     ])
-    for c in ("after_deductible", "deductible_fen", "hifp_rate_bp", "hifp_raw", "hifp_cap", "hifp_paid_before"):
+    if "hifmi_burden" not in df.columns:
+        df = df.with_columns(pl.lit(0, pl.Int64).alias("hifmi_burden"))
+    df = df.with_columns(pl.col("hifmi_burden").fill_null(0))
+    for c in ("after_deductible", "deductible_fen", "hifp_rate_bp", "hifp_raw", "hifp_cap", "hifp_paid_before",
+              "hifmi_raw", "hifmi_cap", "hifmi_burden_before", "hifmi_burden_after"):
         if c not in df.columns:
             df = df.with_columns(pl.lit(None, pl.Int64).alias(c))
-    for flag in ("held_for_review", "deductible_exempt", "rule_pending"):
+    if "hifmi_group" not in df.columns:
+        df = df.with_columns(pl.lit(None, pl.String).alias("hifmi_group"))
+    for flag in ("held_for_review", "deductible_exempt", "rule_pending", "hifmi_eligible"):
         df = df.with_columns((pl.col(flag).fill_null(False) if flag in df.columns else pl.lit(False)).alias(flag))
     return df
 
@@ -224,6 +234,12 @@ def _explain(df: pl.DataFrame) -> pl.DataFrame:
                 & ~pl.col("held_for_review") & ~pl.col("is_reversal"), "BELOW_DEDUCTIBLE"),
         code_if((pl.col("hifp_cap_cut") > 0) & (pl.col("hifp_pay") == 0), "CAP_REACHED"),
         code_if((pl.col("hifp_cap_cut") > 0) & (pl.col("hifp_pay") > 0), "CAP_PARTLY"),
+        code_if(pl.col("hifmi_eligible") & (pl.col("hifmi_raw").fill_null(0) == 0) & ~pl.col("is_reversal"),
+                "HIFMI_BELOW_THRESHOLD"),
+        code_if(pl.col("hifmi_eligible") & (pl.col("hifmi_raw").fill_null(0) > 0) & (pl.col("hifmi_pay") == 0),
+                "HIFMI_CAP_REACHED"),
+        code_if(pl.col("hifmi_group").is_not_null() & ~pl.col("hifmi_eligible") & ~pl.col("rule_pending")
+                & ~pl.col("held_for_review"), "HIFMI_NOT_COVERED"),
     ])
     where = (
         pl.when(pl.col("in_city")).then(pl.lit("in city"))
@@ -248,8 +264,12 @@ def _explain(df: pl.DataFrame) -> pl.DataFrame:
                   y(pl.col("hifp_cap").fill_null(0) - pl.col("hifp_paid_before").fill_null(0)), ", after ",
                   y(pl.col("hifp_cap").fill_null(0) - pl.col("hifp_paid_before").fill_null(0) - pl.col("hifp_pay"))),
         when_text(pl.col("hifp_cap_cut") > 0, "cap cut ", y(pl.col("hifp_cap_cut"))),
-        pl.concat_str([pl.lit("basic fund pays "), y(pl.col("hifp_pay")), pl.lit("; person pays "),
-                       y(pl.col("psn_part_amt"))]),
+        when_text(pl.col("hifmi_eligible"), "critical illness (group ", pl.col("hifmi_group"), "): burden ",
+                  y(pl.col("hifmi_burden")), " = in scope − basic fund; accumulated ",
+                  y(pl.col("hifmi_burden_before").fill_null(0)), " → ", y(pl.col("hifmi_burden_after").fill_null(0)),
+                  "; bands pay ", y(pl.col("hifmi_raw").fill_null(0)), ", paid ", y(pl.col("hifmi_pay"))),
+        pl.concat_str([pl.lit("basic fund pays "), y(pl.col("hifp_pay")), pl.lit(", critical illness "),
+                       y(pl.col("hifmi_pay")), pl.lit("; person pays "), y(pl.col("psn_part_amt"))]),
     ])
     return df.with_columns(codes.alias("reason_codes"), text.alias("explanation"))
 

@@ -164,3 +164,33 @@ def test_missing_parameter_stops_with_its_name():
     regs = registers([person("P1")])
     with pytest.raises(MissingParameter, match=r"missing parameter suizhou/resident/inpatient\.\w+.*2024-06-01"):
         run([line("P1", "2024-06-01", "SZ2", a=yuan(1000))], regs)
+
+
+def test_e6_burden_below_threshold_pays_no_critical_illness():
+    """E6: burden 20,000 − 15,600 = 4,400 < 12,000 → critical illness 0, reason given."""
+    r = one([line("P1", "2025-05-10", "SZ2", a=yuan(20000))], registers([person("P1")]))
+    assert r["hifmi_pay"] == 0 and "HIFMI_BELOW_THRESHOLD" in r["reason_codes"]
+
+
+def test_critical_illness_bands_crossed_by_one_stay():
+    """§3.8 others: level-3 stay, A 200,000: hifp (200000−900)×70% = 139,370; burden 60,630.
+    F = 60% × 18,000 + 65% × 30,630 = 10,800 + 19,909.50 = 30,709.50."""
+    r = one([line("P1", "2025-05-10", "SZ3", a=yuan(200000))], registers([person("P1")]))
+    assert r["hifp_pay"] == yuan(139370)
+    assert r["hifmi_pay"] == yuan("30709.50")
+    assert r["psn_part_amt"] == yuan(200000) - yuan(139370) - yuan("30709.50")
+
+
+def test_critical_illness_s1_halved_threshold_and_higher_rates():
+    """S1 (dibao, 2025, no deductible): level 2, A 40,000: hifp 32,000; burden 8,000; 65% × 2,000 = 1,300."""
+    regs = registers([person("P1")], identities=[("P1", "dibao", dt.date(2020, 1, 1), None)])
+    r = one([line("P1", "2025-05-10", "SZ2", a=yuan(40000))], regs)
+    assert r["hifp_pay"] == yuan(32000) and r["hifmi_pay"] == yuan(1300)
+
+
+def test_critical_illness_accumulates_across_lines():
+    """Two level-2 stays of A 40,000 (others): hifp 31,600, burden 8,400 each → 16,800: second pays 60% × 4,800."""
+    regs = registers([person("P1")])
+    out = run([line("P1", "2025-02-01", "SZ2", a=yuan(40000)), line("P1", "2025-03-01", "SZ2", a=yuan(40000))],
+              regs).sort("setl_time")
+    assert out["hifmi_pay"].to_list() == [0, yuan(2880)]

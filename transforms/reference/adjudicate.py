@@ -91,6 +91,13 @@ def _one_line(line: dict, person: dict, inst: dict, idents: list[dict], certs: l
                 res[k] = -orig[k]
         res["inscp_scp_amt"] = -orig["inscp_scp_amt"]
         state[hifp_key] = state.get(hifp_key, 0) + res["hifp_pay"]
+        if orig.get("_hifmi_burden"):
+            bkey = (line["psn_no"], year, "hifmi_burden")
+            state[bkey] = state.get(bkey, 0) - orig["_hifmi_burden"]
+        if res["hifmi_pay"]:
+            pkey = (line["psn_no"], year, "hifmi_paid")
+            state[pkey] = state.get(pkey, 0) + res["hifmi_pay"]
+        res["_hifmi_burden"] = -orig.get("_hifmi_burden", 0)
         return _finish(res)
 
     if not (region == "suizhou" and scheme == "resident") or ledger not in STAYS:
@@ -146,7 +153,40 @@ def _one_line(line: dict, person: dict, inst: dict, idents: list[dict], certs: l
     state[hifp_key] = paid_before + paid
     res["hifp_pay"] = paid
     res["hifp_cap_cut"] = raw - paid
+    if not held and ledger in val("critical_illness.ledgers"):
+        _critical_illness(res, line, ids, val, state)
     return _finish(res)
+
+
+def _band_value(x: int, bands: list[dict]) -> int:
+    """F(x), summed exactly in basis-point fen and rounded half-up once (POLICY §1.3)."""
+    from transforms.money import round_half_up_div
+    total = 0
+    for b in bands:
+        lo = yuan_to_fen(b["from"])
+        hi = None if b["to"] == "none" else yuan_to_fen(b["to"])
+        inside = max(0, x - lo) if hi is None else min(max(0, x - lo), hi - lo)
+        total += inside * rate_to_bp(b["rate"])
+    return round_half_up_div(total, 10_000)
+
+
+def _critical_illness(res: dict, line: dict, ids: set, val, state: dict) -> None:
+    """§3.8: burden = in_scope − hifp (A-7); pay F(after) − F(before) by group; then the group's cap."""
+    group = "s1" if ids & set(val("critical_illness.favoured_identities")) else "others"
+    burden = res["inscp_scp_amt"] - res["hifp_pay"]
+    bkey = (line["psn_no"], line["setl_time"].year, "hifmi_burden")
+    before = state.get(bkey, 0)
+    after = before + burden
+    state[bkey] = after
+    bands = val("critical_illness.bands")[group]
+    raw = _band_value(after, bands) - _band_value(before, bands)
+    cap_v = val("critical_illness.annual_cap")[group]
+    pkey = (line["psn_no"], line["setl_time"].year, "hifmi_paid")
+    paid_before = state.get(pkey, 0)
+    paid = raw if cap_v == "none" else min(raw, max(0, yuan_to_fen(cap_v) - paid_before))
+    state[pkey] = paid_before + paid
+    res["hifmi_pay"] = paid
+    res["_hifmi_burden"] = burden
 
 
 def _finish(res: dict) -> dict:

@@ -1,0 +1,76 @@
+"""Suizhou resident critical-illness insurance (大病保险), POLICY §3.8.
+
+The accumulator is the person's yearly in-scope burden left after the basic fund,
+`burden = in_scope − hifp` (A-7), on the ledgers the parameter lists (stays, chronic/special
+outpatient, special drugs). A line is paid F(acc_after) − F(acc_before) with F the banded,
+rounded function of its group (S1 or others), then limited by the group's annual cap.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from flows.policies import Policies
+from transforms.accumulate import band_value, capped_payment, running_after
+from transforms.money import rate_to_bp
+from transforms.params import UNLIMITED, attach, yuan_to_fen
+from transforms.resident.inpatient import in_list_on_date
+
+REGION, SCHEME, TOPIC = "suizhou", "resident", "critical_illness"
+PERSON_YEAR = ["psn_no", "year"]
+NO_CAP = 10**15  # "none" in a policy file: an explicit absence of a cap (fen)
+
+
+def bands_of(value: dict, group: str) -> list[tuple[int, int | None, int]]:
+    return [(yuan_to_fen(b["from"]), None if b["to"] == UNLIMITED else yuan_to_fen(b["to"]), rate_to_bp(b["rate"]))
+            for b in value[group]]
+
+
+def adjudicate_critical_illness(df: pl.DataFrame, policies: Policies, used: set) -> pl.DataFrame:
+    """Adds hifmi_group, hifmi_burden, hifmi_burden_before, hifmi_raw, hifmi_cap, hifmi_pay."""
+    eligible_ledger = in_list_on_date(df, policies, REGION, SCHEME, f"{TOPIC}.ledgers", used, "ledger")
+    s1 = in_list_on_date(df, policies, REGION, SCHEME, f"{TOPIC}.favoured_identities", used, "identities")
+    df = df.with_columns(
+        (eligible_ledger & ~pl.col("rule_pending") & ~pl.col("held_for_review")).alias("hifmi_eligible"),
+        pl.when(s1).then(pl.lit("s1")).otherwise(pl.lit("others")).alias("hifmi_group"),
+    )
+    elig = pl.col("hifmi_eligible")
+    burden = (
+        pl.when(~elig).then(0)
+        .when(pl.col("is_reversal")).then(pl.col("rev_inscp_scp_amt").fill_null(0) - pl.col("rev_hifp_pay").fill_null(0))
+        .otherwise(pl.col("inscp_scp_amt") - pl.col("hifp_pay"))
+    )
+    df = df.with_columns(burden.alias("hifmi_burden"))
+    df = df.with_columns(running_after(pl.col("hifmi_burden"), pl.col("carried_hifmi_burden"), PERSON_YEAR)
+                         .alias("hifmi_burden_after"))
+    df = df.with_columns((pl.col("hifmi_burden_after") - pl.col("hifmi_burden")).alias("hifmi_burden_before"))
+
+    # Bands in force on each line's date (usually one version a year), by group.
+    param = policies.parameter(REGION, SCHEME, f"{TOPIC}.bands")
+    versions = pl.DataFrame({"since": [v.since for v in param.values], "__v": list(range(len(param.values)))},
+                            schema={"since": pl.Date, "__v": pl.Int64})
+    df = (df.with_row_index("__row").sort("setl_date")
+          .join_asof(versions, left_on="setl_date", right_on="since", strategy="backward")
+          .sort("__row").drop("__row", "since"))
+    raw = pl.lit(0, pl.Int64)
+    for i, dv in enumerate(param.values):
+        for group in ("s1", "others"):
+            if dv.value is None:
+                continue
+            bands = bands_of(dv.value, group)
+            pay = band_value(pl.col("hifmi_burden_after"), bands) - band_value(pl.col("hifmi_burden_before"), bands)
+            raw = pl.when((pl.col("__v") == i) & (pl.col("hifmi_group") == group)).then(pay).otherwise(raw)
+    if df.filter(elig).height:
+        for a in {param.values[i].assumption for i in df.filter(elig)["__v"].drop_nulls().unique().to_list()}:
+            used.add((REGION, SCHEME, f"{TOPIC}.bands", a))
+    raw = pl.when(~elig).then(0).when(pl.col("is_reversal")).then(pl.col("rev_hifmi_pay").fill_null(0)).otherwise(raw)
+    df = df.with_columns(raw.alias("hifmi_raw")).drop("__v")
+
+    df = attach(df, policies, REGION, SCHEME, f"{TOPIC}.annual_cap", "hifmi_cap",
+                convert=lambda v: NO_CAP if v == UNLIMITED else yuan_to_fen(v), keyed_by="hifmi_group",
+                need=elig, used=used)
+    df = df.with_columns(pl.col("hifmi_cap").fill_null(NO_CAP))
+    return df.with_columns(
+        capped_payment(pl.col("hifmi_raw"), pl.col("hifmi_cap"), pl.col("carried_hifmi_paid"), PERSON_YEAR)
+        .alias("hifmi_pay")
+    )
