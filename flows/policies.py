@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-
-import os
 
 POLICY_ROOT = Path(os.environ.get("YIBAO_POLICIES") or Path(__file__).resolve().parent.parent / "policies")
 

@@ -19,19 +19,21 @@ import polars as pl
 from flows.policies import Policies
 from transforms.accumulate import capped_payment
 from transforms.enrich import enrich
-from transforms.explain import code_if, fen_text, join_codes, join_fragments, when_text, bp_text
+from transforms.explain import code_if, fen_text, join_codes, join_fragments, when_text
 from transforms.params import attach, yuan_to_fen
-from transforms.resident.critical_illness import adjudicate_critical_illness
-from transforms.resident.inpatient import adjudicate_stays, class_b_preselfpay, stay_mask
+from transforms.resident import stages as resident_stages
+from transforms.resident.inpatient import class_b_preselfpay
 
 PERSON_YEAR = ["psn_no", "year"]
+
+ALL_STAGES = [*resident_stages.BASIC, *resident_stages.LATER]
 
 # Accumulators carried across months (name → the per-line column that adds to it).
 ACCUMULATORS: dict[str, str] = {
     "hifp_paid": "hifp_pay",  # basic fund paid this year, against the annual cap (§3.7)
-    "hifmi_burden": "hifmi_burden",  # critical-illness burden accumulated this year (§3.8, A-7)
-    "hifmi_paid": "hifmi_pay",  # critical illness paid this year, against its cap (§3.8)
 }
+for _stage in ALL_STAGES:
+    ACCUMULATORS.update(_stage.accumulators)
 
 # Money columns of an adjudicated row (DATA.md §4), all Int64 fen inside the engine.
 MONEY_COLUMNS = [
@@ -149,12 +151,19 @@ def _apply_reversals(df: pl.DataFrame) -> pl.DataFrame:
 def _suizhou_resident(part: pl.DataFrame, policies: Policies, used: set) -> pl.DataFrame:
     region, scheme = "suizhou", "resident"
     part = class_b_preselfpay(part, policies, used, region, scheme, "inpatient")
-    part = adjudicate_stays(part, policies, used)
-    implemented = stay_mask()
-    part = part.with_columns(
-        (~implemented).alias("rule_pending"),
-        pl.when(implemented).then(pl.col("hifp_raw")).otherwise(0).alias("hifp_raw"),
-    )
+    part = part.with_columns(pl.lit(0, pl.Int64).alias("hifp_raw"), pl.lit(False).alias("handled"),
+                             pl.lit(0, pl.Int64).alias("pool_prop_selfpay"))
+    for stage in resident_stages.BASIC:
+        part = stage.run(part, policies, used)
+    part = part.with_columns((~pl.col("handled")).alias("rule_pending"))
+    part = _annual_cap(part, policies, used, region, scheme)
+    for stage in resident_stages.LATER:
+        part = stage.run(part, policies, used)
+    return part
+
+
+def _annual_cap(part: pl.DataFrame, policies: Policies, used: set, region: str, scheme: str) -> pl.DataFrame:
+    """§3.7: the basic fund's yearly maximum over every ledger, in line order."""
     part = attach(part, policies, region, scheme, "annual_cap.hifp", "hifp_cap", convert=yuan_to_fen,
                   need=pl.col("hifp_raw") != 0, used=used)
     part = part.with_columns(
@@ -166,14 +175,11 @@ def _suizhou_resident(part: pl.DataFrame, policies: Policies, used: set) -> pl.D
         capped_payment(pl.col("hifp_raw"), pl.col("hifp_cap"), pl.col("carried_hifp_paid"), PERSON_YEAR)
         .alias("hifp_pay")
     )
-    part = part.with_columns(
+    return part.with_columns(
         (pl.col("hifp_raw") - pl.col("hifp_pay")).alias("hifp_cap_cut"),
-        (pl.col("after_deductible") - pl.col("hifp_raw")).alias("pool_prop_selfpay"),
         (pl.col("carried_hifp_paid") + pl.col("hifp_pay").cum_sum().over(PERSON_YEAR) - pl.col("hifp_pay"))
         .alias("hifp_paid_before"),
     )
-    part = part.with_columns(pl.col("held_for_review").fill_null(False))
-    return adjudicate_critical_illness(part, policies, used)
 
 
 def _pending(part: pl.DataFrame) -> pl.DataFrame:
@@ -188,21 +194,17 @@ def _pending(part: pl.DataFrame) -> pl.DataFrame:
 
 def _zero_missing(df: pl.DataFrame) -> pl.DataFrame:
     zero_if_missing = ["offsite_preselfpay_amt", "act_pay_dedc", "hifp_pay", "pool_prop_selfpay", "hifp_cap_cut",
-                       "hifmi_pay", "maf_pay", "maf_tilt_pay", "hosp_part_amt", "acct_pay", "acct_mulaid_pay"]
+                       "hifmi_pay", "maf_pay", "maf_tilt_pay", "hosp_part_amt", "acct_pay", "acct_mulaid_pay",
+                       *ACCUMULATORS.values()]
     df = df.with_columns([
         (pl.col(c).fill_null(0) if c in df.columns else pl.lit(0, pl.Int64)).cast(pl.Int64).alias(c)
-        for c in zero_if_missing
+        for c in dict.fromkeys(zero_if_missing)
     ])
-    if "hifmi_burden" not in df.columns:
-        df = df.with_columns(pl.lit(0, pl.Int64).alias("hifmi_burden"))
-    df = df.with_columns(pl.col("hifmi_burden").fill_null(0))
-    for c in ("after_deductible", "deductible_fen", "hifp_rate_bp", "hifp_raw", "hifp_cap", "hifp_paid_before",
-              "hifmi_raw", "hifmi_cap", "hifmi_burden_before", "hifmi_burden_after"):
-        if c not in df.columns:
-            df = df.with_columns(pl.lit(None, pl.Int64).alias(c))
-    if "hifmi_group" not in df.columns:
-        df = df.with_columns(pl.lit(None, pl.String).alias("hifmi_group"))
-    for flag in ("held_for_review", "deductible_exempt", "rule_pending", "hifmi_eligible"):
+    defaults: dict[str, pl.DataType] = {"hifp_raw": pl.Int64, "hifp_cap": pl.Int64, "hifp_paid_before": pl.Int64}
+    for stage in ALL_STAGES:
+        defaults.update(stage.defaults)
+    df = df.with_columns([pl.lit(None, t).alias(c) for c, t in defaults.items() if c not in df.columns])
+    for flag in ("rule_pending", "handled", *[c for c, t in defaults.items() if t == pl.Boolean]):
         df = df.with_columns((pl.col(flag).fill_null(False) if flag in df.columns else pl.lit(False)).alias(flag))
     return df
 
@@ -218,33 +220,20 @@ def _totals(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def _explain(df: pl.DataFrame) -> pl.DataFrame:
-    stay = stay_mask()
     y = fen_text
     codes = join_codes([
         code_if(pl.col("is_reversal"), "REVERSAL"),
         code_if(pl.col("rule_pending"), "RULE_PENDING"),
-        code_if(pl.col("held_for_review"), "HELD_FOR_REVIEW"),
-        code_if(stay & pl.col("is_emergency_rescue") & (pl.col("med_type") == "13"), "EMERGENCY_AS_STAY"),
-        code_if(stay & (pl.col("offsite_type_eff") == "101"), "OFFSITE_101"),
-        code_if(stay & (pl.col("offsite_type_eff") == "903"), "OFFSITE_903"),
-        code_if(stay & (pl.col("ledger") == "day_surgery"), "NO_DEDUCTIBLE_DAY_SURGERY"),
-        code_if(stay & pl.col("deductible_exempt") & (pl.col("ledger") != "day_surgery"), "DEDUCTIBLE_EXEMPT"),
-        code_if(stay & (pl.col("inscp_scp_amt") <= 0) & ~pl.col("is_reversal"), "NO_IN_SCOPE_COST"),
-        code_if(stay & (pl.col("inscp_scp_amt") > 0) & (pl.col("after_deductible").fill_null(0) == 0)
-                & ~pl.col("held_for_review") & ~pl.col("is_reversal"), "BELOW_DEDUCTIBLE"),
+        *[e for stage in resident_stages.BASIC for e in stage.reasons()],
         code_if((pl.col("hifp_cap_cut") > 0) & (pl.col("hifp_pay") == 0), "CAP_REACHED"),
         code_if((pl.col("hifp_cap_cut") > 0) & (pl.col("hifp_pay") > 0), "CAP_PARTLY"),
-        code_if(pl.col("hifmi_eligible") & (pl.col("hifmi_raw").fill_null(0) == 0) & ~pl.col("is_reversal"),
-                "HIFMI_BELOW_THRESHOLD"),
-        code_if(pl.col("hifmi_eligible") & (pl.col("hifmi_raw").fill_null(0) > 0) & (pl.col("hifmi_pay") == 0),
-                "HIFMI_CAP_REACHED"),
-        code_if(pl.col("hifmi_group").is_not_null() & ~pl.col("hifmi_eligible") & ~pl.col("rule_pending")
-                & ~pl.col("held_for_review"), "HIFMI_NOT_COVERED"),
+        *[e for stage in resident_stages.LATER for e in stage.reasons()],
     ])
     where = (
         pl.when(pl.col("in_city")).then(pl.lit("in city"))
         .otherwise(pl.concat_str([pl.lit("out of city ("), pl.col("offsite_type_eff").fill_null(""), pl.lit(")")]))
     )
+    cap_left = pl.col("hifp_cap") - pl.col("hifp_paid_before")
     text = join_fragments([
         when_text(pl.col("is_reversal"), "reversal of ", pl.col("orig_setl_id"),
                   ": every amount of the original negated (POLICY §1.7)"),
@@ -253,23 +242,16 @@ def _explain(df: pl.DataFrame) -> pl.DataFrame:
         pl.concat_str([pl.lit("in scope "), y(pl.col("inscp_scp_amt")), pl.lit(" = class A "), y(pl.col("cls_a_amt")),
                        pl.lit(" + class B "), y(pl.col("cls_b_amt")), pl.lit(" − class-B pre-self-pay "),
                        y(pl.col("preselfpay_amt"))]),
-        when_text(pl.col("offsite_preselfpay_amt") != 0, "out-of-city pre-self-pay ", y(pl.col("offsite_preselfpay_amt"))),
-        when_text(stay & ~pl.col("rule_pending"), "deductible ", y(pl.col("deductible_fen").fill_null(0)), " per stay, taken ",
-                  y(pl.col("act_pay_dedc"))),
-        when_text(stay & ~pl.col("held_for_review") & ~pl.col("rule_pending"),
-                  "basic fund ", bp_text(pl.col("hifp_rate_bp").fill_null(0)), " × ",
-                  y(pl.col("after_deductible").fill_null(0)), " = ", y(pl.col("hifp_raw").fill_null(0))),
+        *[e for stage in resident_stages.BASIC for e in stage.explain()],
         when_text(pl.col("hifp_paid_before").is_not_null() & ~pl.col("rule_pending"),
-                  "annual cap ", y(pl.col("hifp_cap").fill_null(0)), ": left before ",
-                  y(pl.col("hifp_cap").fill_null(0) - pl.col("hifp_paid_before").fill_null(0)), ", after ",
-                  y(pl.col("hifp_cap").fill_null(0) - pl.col("hifp_paid_before").fill_null(0) - pl.col("hifp_pay"))),
+                  "annual cap ", y(pl.col("hifp_cap")), ": left before ", y(cap_left), ", after ",
+                  y(cap_left - pl.col("hifp_pay"))),
         when_text(pl.col("hifp_cap_cut") > 0, "cap cut ", y(pl.col("hifp_cap_cut"))),
-        when_text(pl.col("hifmi_eligible"), "critical illness (group ", pl.col("hifmi_group"), "): burden ",
-                  y(pl.col("hifmi_burden")), " = in scope − basic fund; accumulated ",
-                  y(pl.col("hifmi_burden_before").fill_null(0)), " → ", y(pl.col("hifmi_burden_after").fill_null(0)),
-                  "; bands pay ", y(pl.col("hifmi_raw").fill_null(0)), ", paid ", y(pl.col("hifmi_pay"))),
-        pl.concat_str([pl.lit("basic fund pays "), y(pl.col("hifp_pay")), pl.lit(", critical illness "),
-                       y(pl.col("hifmi_pay")), pl.lit("; person pays "), y(pl.col("psn_part_amt"))]),
+        *[e for stage in resident_stages.LATER for e in stage.explain()],
+        pl.concat_str([pl.lit("funds pay "), y(pl.col("fund_pay_sumamt")), pl.lit(" (basic "), y(pl.col("hifp_pay")),
+                       pl.lit(", critical illness "), y(pl.col("hifmi_pay")), pl.lit(", assistance "),
+                       y(pl.col("maf_pay")), pl.lit(", tilt "), y(pl.col("maf_tilt_pay")), pl.lit("); person pays "),
+                       y(pl.col("psn_part_amt"))]),
     ])
     return df.with_columns(codes.alias("reason_codes"), text.alias("explanation"))
 

@@ -12,9 +12,11 @@ import polars as pl
 
 from flows.policies import Policies
 from transforms.accumulate import band_value, capped_payment, running_after
+from transforms.explain import code_if, fen_text, when_text
 from transforms.money import rate_to_bp
 from transforms.params import UNLIMITED, attach, yuan_to_fen
 from transforms.resident.inpatient import in_list_on_date
+from transforms.stage import Stage
 
 REGION, SCHEME, TOPIC = "suizhou", "resident", "critical_illness"
 PERSON_YEAR = ["psn_no", "year"]
@@ -29,9 +31,10 @@ def bands_of(value: dict, group: str) -> list[tuple[int, int | None, int]]:
 def adjudicate_critical_illness(df: pl.DataFrame, policies: Policies, used: set) -> pl.DataFrame:
     """Adds hifmi_group, hifmi_burden, hifmi_burden_before, hifmi_raw, hifmi_cap, hifmi_pay."""
     eligible_ledger = in_list_on_date(df, policies, REGION, SCHEME, f"{TOPIC}.ledgers", used, "ledger")
+    # Lines the basic fund never adjudicated (rules pending) add nothing to the burden.
     s1 = in_list_on_date(df, policies, REGION, SCHEME, f"{TOPIC}.favoured_identities", used, "identities")
     df = df.with_columns(
-        (eligible_ledger & ~pl.col("rule_pending") & ~pl.col("held_for_review")).alias("hifmi_eligible"),
+        (eligible_ledger & pl.col("handled") & ~pl.col("held_for_review").fill_null(False)).alias("hifmi_eligible"),
         pl.when(s1).then(pl.lit("s1")).otherwise(pl.lit("others")).alias("hifmi_group"),
     )
     elig = pl.col("hifmi_eligible")
@@ -74,3 +77,35 @@ def adjudicate_critical_illness(df: pl.DataFrame, policies: Policies, used: set)
         capped_payment(pl.col("hifmi_raw"), pl.col("hifmi_cap"), pl.col("carried_hifmi_paid"), PERSON_YEAR)
         .alias("hifmi_pay")
     )
+
+
+def _reasons() -> list[pl.Expr]:
+    el = pl.col("hifmi_eligible") & ~pl.col("is_reversal")
+    return [
+        code_if(el & (pl.col("hifmi_raw") == 0), "HIFMI_BELOW_THRESHOLD"),
+        code_if(el & (pl.col("hifmi_raw") > 0) & (pl.col("hifmi_pay") == 0), "HIFMI_CAP_REACHED"),
+        code_if(pl.col("hifmi_group").is_not_null() & ~pl.col("hifmi_eligible") & pl.col("handled")
+                & ~pl.col("held_for_review").fill_null(False), "HIFMI_NOT_COVERED"),
+    ]
+
+
+def _explain() -> list[pl.Expr]:
+    y = fen_text
+    return [when_text(pl.col("hifmi_eligible"), "critical illness (group ", pl.col("hifmi_group"), "): burden ",
+                      y(pl.col("hifmi_burden")), " = in scope − basic fund; accumulated ",
+                      y(pl.col("hifmi_burden_before")), " → ", y(pl.col("hifmi_burden_after")),
+                      "; bands pay ", y(pl.col("hifmi_raw")), ", cap ",
+                      pl.when(pl.col("hifmi_cap") >= NO_CAP).then(pl.lit("none")).otherwise(y(pl.col("hifmi_cap"))),
+                      ", paid ", y(pl.col("hifmi_pay")))]
+
+
+STAGE = Stage(
+    name="critical illness (§3.8)",
+    run=adjudicate_critical_illness,
+    accumulators={"hifmi_burden": "hifmi_burden", "hifmi_paid": "hifmi_pay"},
+    defaults={"hifmi_eligible": pl.Boolean, "hifmi_group": pl.String, "hifmi_burden": pl.Int64,
+              "hifmi_burden_before": pl.Int64, "hifmi_burden_after": pl.Int64, "hifmi_raw": pl.Int64,
+              "hifmi_cap": pl.Int64},
+    reasons=_reasons,
+    explain=_explain,
+)

@@ -15,8 +15,10 @@ import polars as pl
 
 from flows.policies import Policies
 from transforms.enrich import STAY_LEDGERS
+from transforms.explain import bp_text, code_if, fen_text, when_text
 from transforms.money import expr_apply_rate
 from transforms.params import attach, rate, yuan_to_fen
+from transforms.stage import Stage, mark_handled
 
 REGION, SCHEME = "suizhou", "resident"
 
@@ -81,12 +83,50 @@ def adjudicate_stays(lines: pl.DataFrame, policies: Policies, used: set) -> pl.D
         pl.when(stay).then(ded).otherwise(0).alias("deductible_fen"),
     )
     after = pl.max_horizontal(base - pl.col("act_pay_dedc"), 0)
-    raw = pl.when(stay & ~pl.col("held_for_review")).then(expr_apply_rate(after, pl.col("hifp_rate_bp"))).otherwise(0)
+    raw = pl.when(~pl.col("held_for_review")).then(expr_apply_rate(after, pl.col("hifp_rate_bp"))).otherwise(0)
+    lines = lines.with_columns(pl.when(stay).then(after).otherwise(None).alias("after_deductible"))
+    lines = mark_handled(lines, stay, raw)
     lines = lines.with_columns(
-        raw.alias("hifp_raw"),
-        pl.when(stay).then(after).otherwise(0).alias("after_deductible"),
-    )
-    return lines.drop("__off_rate", "__ded_in", "__ded_out")
+        pl.when(stay).then(pl.col("after_deductible") - pl.col("hifp_raw")).otherwise(pl.col("pool_prop_selfpay"))
+        .alias("pool_prop_selfpay"))
+    return lines.drop("__ded_in", "__ded_out").rename({"__off_rate": "offsite_rate_bp"})
+
+
+def _reasons() -> list[pl.Expr]:
+    stay = stay_mask() & ~pl.col("is_reversal")
+    return [
+        code_if(pl.col("held_for_review"), "HELD_FOR_REVIEW"),
+        code_if(stay & pl.col("is_emergency_rescue") & (pl.col("med_type") == "13"), "EMERGENCY_AS_STAY"),
+        code_if(stay & (pl.col("offsite_type_eff") == "101"), "OFFSITE_101"),
+        code_if(stay & (pl.col("offsite_type_eff") == "903"), "OFFSITE_903"),
+        code_if(stay & (pl.col("ledger") == "day_surgery"), "NO_DEDUCTIBLE_DAY_SURGERY"),
+        code_if(stay & pl.col("deductible_exempt") & (pl.col("ledger") != "day_surgery"), "DEDUCTIBLE_EXEMPT"),
+        code_if(stay & (pl.col("inscp_scp_amt") <= 0), "NO_IN_SCOPE_COST"),
+        code_if(stay & (pl.col("inscp_scp_amt") > 0) & (pl.col("after_deductible") == 0)
+                & ~pl.col("held_for_review"), "BELOW_DEDUCTIBLE"),
+    ]
+
+
+def _explain() -> list[pl.Expr]:
+    stay = stay_mask() & pl.col("after_deductible").is_not_null()
+    y = fen_text
+    return [
+        when_text(stay & (pl.col("offsite_preselfpay_amt") != 0), "out-of-city pre-self-pay ",
+                  bp_text(pl.col("offsite_rate_bp")), " = ", y(pl.col("offsite_preselfpay_amt"))),
+        when_text(stay, "deductible ", y(pl.col("deductible_fen")), " per stay, taken ", y(pl.col("act_pay_dedc"))),
+        when_text(stay & ~pl.col("held_for_review"), "basic fund ", bp_text(pl.col("hifp_rate_bp")), " × ",
+                  y(pl.col("after_deductible")), " = ", y(pl.col("hifp_raw"))),
+    ]
+
+
+STAGE = Stage(
+    name="resident stays (§3.5–§3.6)",
+    run=adjudicate_stays,
+    defaults={"after_deductible": pl.Int64, "deductible_fen": pl.Int64, "hifp_rate_bp": pl.Int64,
+              "offsite_rate_bp": pl.Int64, "held_for_review": pl.Boolean, "deductible_exempt": pl.Boolean},
+    reasons=_reasons,
+    explain=_explain,
+)
 
 
 def in_list_on_date(lines: pl.DataFrame, policies: Policies, region: str, scheme: str, name: str,

@@ -1,0 +1,11 @@
+"""The Suizhou resident pipeline, in order (DESIGN.md "Order of funds").
+
+BASIC: stages that compute the basic fund before the annual cap, one per group of ledgers.
+LATER: stages after the annual cap (critical illness, assistance, institution share).
+A ledger no basic stage handles is adjudicated with no fund and the reason RULE_PENDING.
+"""
+
+from transforms.resident import critical_illness, inpatient
+
+BASIC = [inpatient.STAGE]
+LATER = [critical_illness.STAGE]
