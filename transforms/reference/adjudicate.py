@@ -1,24 +1,27 @@
 """The reference adjudicator: one person at a time, one line at a time, in plain Python.
 
-Deliberately slow and obvious: it reads the policy rules as written (POLICY §1, §3.5–§3.7)
-and walks each person's lines in order (setl_time, setl_id), keeping the accumulators in a
-dict. Property tests require the vectorized engine (transforms/engine.py) to agree with it
-to the fen on random populations.
+Deliberately slow and obvious: it reads the policy rules as written (POLICY §1, §3) and walks
+each person's lines in order (setl_time, setl_id), keeping every accumulator in a dict keyed by
+(psn_no, year, name). Property tests require the vectorized engine (transforms/engine.py) to
+agree with it to the fen on random populations.
+
+Rules live in small modules registered in transforms/reference/resident.py: BASIC maps ledgers
+to a function returning the basic fund before the annual cap; LATER lists the funds after it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 from flows.policies import Policies
-from transforms.money import apply_rate, rate_to_bp
-from transforms.params import yuan_to_fen
 
 REGIONS = {"4213": "suizhou", "4206": "xiangyang"}
 SCHEMES = {"310": "employee", "390": "resident"}
-STAYS = ("inpatient", "maternity", "day_surgery")
+MONEY = ("preselfpay_amt", "offsite_preselfpay_amt", "act_pay_dedc", "hifp_pay", "pool_prop_selfpay", "hifp_cap_cut",
+         "hifmi_pay", "maf_pay", "maf_tilt_pay", "hosp_part_amt", "acct_pay", "acct_mulaid_pay")
 
 
 def ledger_of(line: dict, cert_kind: str | None) -> str:
@@ -38,8 +41,68 @@ def ledger_of(line: dict, cert_kind: str | None) -> str:
     return "outpatient_pool"
 
 
-def _valid(row: dict, on: dt.date) -> bool:
+def valid_on(row: dict, on: dt.date) -> bool:
     return row["begndate"] <= on and (row["enddate"] is None or on <= row["enddate"])
+
+
+@dataclass
+class Ctx:
+    """Everything a rule may look at for one line."""
+
+    line: dict
+    person: dict
+    inst: dict
+    presc_inst: dict | None
+    ids: set[str]  # identities valid on the settlement date
+    certs: list[dict]  # the person's certifications valid on the settlement date
+    cert: dict | None  # the certification the line is claimed under
+    policies: Policies
+    state: dict
+    region: str | None
+    scheme: str
+    ledger: str
+    on: dt.date
+
+    @property
+    def year(self) -> int:
+        return self.on.year
+
+    @property
+    def in_city(self) -> bool:
+        return self.inst["admdvs"][:4] == self.person["insuplc_admdvs"][:4]
+
+    @property
+    def in_county(self) -> bool:
+        return self.inst["admdvs"] == self.person["insuplc_admdvs"]
+
+    @property
+    def in_province(self) -> bool:
+        return self.inst["admdvs"][:2] == self.person["insuplc_admdvs"][:2]
+
+    @property
+    def level(self) -> str:
+        return str(self.inst["dedc_hosp_lv"])
+
+    def offsite(self) -> str | None:
+        """§1.9: None in the city; else the stated type, or 101 for an emergency, 903 otherwise."""
+        if self.in_city:
+            return None
+        if self.line.get("offsite_type"):
+            return self.line["offsite_type"]
+        return "101" if self.line["med_type"] == "24" or self.line.get("is_emergency_rescue") else "903"
+
+    def val(self, name: str) -> Any:
+        return self.policies.value(self.region, self.scheme, name, self.on)
+
+    def keyed(self, name: str, key: Any) -> Any:
+        return {str(k): v for k, v in self.val(name).items()}[str(key)]
+
+    def acc(self, name: str) -> int:
+        return self.state.get((self.line["psn_no"], self.year, name), 0)
+
+    def add(self, name: str, amount: int) -> None:
+        k = (self.line["psn_no"], self.year, name)
+        self.state[k] = self.state.get(k, 0) + amount
 
 
 def adjudicate_reference(lines: list[dict], registers: dict[str, list[dict]], policies: Policies,
@@ -47,146 +110,72 @@ def adjudicate_reference(lines: list[dict], registers: dict[str, list[dict]], po
                          originals: dict[str, dict] | None = None) -> tuple[list[dict], dict]:
     persons = {p["psn_no"]: p for p in registers["persons"]}
     insts = {i["fixmedins_code"]: i for i in registers["institutions"]}
-    idents = defaultdict(list)
+    idents, certs = defaultdict(list), defaultdict(list)
     for r in registers["identities"]:
         idents[r["psn_no"]].append(r)
-    certs = defaultdict(list)
     for r in registers["certifications"]:
         certs[r["psn_no"]].append(r)
     state: dict[tuple[str, int, str], int] = dict(carried or {})
     done: dict[str, dict] = dict(originals or {})
     out = []
     for line in sorted(lines, key=lambda x: (x["psn_no"], x["setl_time"], x["setl_id"])):
-        r = _one_line(line, persons[line["psn_no"]], insts[line["fixmedins_code"]], idents[line["psn_no"]],
-                      certs[line["psn_no"]], policies, state, done)
+        on = line["setl_time"].date()
+        person = persons[line["psn_no"]]
+        valid_certs = [c for c in certs[line["psn_no"]] if valid_on(c, on)]
+        cert = next((c for c in valid_certs if c["dise_cert_code"] == line.get("dise_cert_code")), None)
+        ctx = Ctx(line=line, person=person, inst=insts[line["fixmedins_code"]],
+                  presc_inst=insts.get(line.get("presc_fixmedins_code") or ""),
+                  ids={r["identity"] for r in idents[line["psn_no"]] if valid_on(r, on)},
+                  certs=valid_certs, cert=cert, policies=policies, state=state,
+                  region=REGIONS.get(person["insuplc_admdvs"][:4]), scheme=SCHEMES[line["insutype"]],
+                  ledger=ledger_of(line, cert["kind"] if cert else None), on=on)
+        r = _one_line(ctx, done)
         done[line["setl_id"]] = r
         out.append(r)
     return out, state
 
 
-def _one_line(line: dict, person: dict, inst: dict, idents: list[dict], certs: list[dict],
-              policies: Policies, state: dict, done: dict) -> dict[str, Any]:
-    on: dt.date = line["setl_time"].date()
-    year = on.year
-    region = REGIONS.get(person["insuplc_admdvs"][:4])
-    scheme = SCHEMES[line["insutype"]]
-    cert_kind = None
-    if line.get("dise_cert_code"):
-        for c in certs:
-            if c["dise_cert_code"] == line["dise_cert_code"] and _valid(c, on):
-                cert_kind = c["kind"]
-                break
-    ledger = ledger_of(line, cert_kind)
-    A, B = line["cls_a_amt"], line["cls_b_amt"]
-    res = {k: 0 for k in ("preselfpay_amt", "offsite_preselfpay_amt", "act_pay_dedc", "hifp_pay",
-                          "pool_prop_selfpay", "hifp_cap_cut", "hifmi_pay", "maf_pay", "maf_tilt_pay",
-                          "hosp_part_amt", "acct_pay", "acct_mulaid_pay")}
-    res.update(setl_id=line["setl_id"], psn_no=line["psn_no"], ledger=ledger, medfee_sumamt=line["medfee_sumamt"])
-    hifp_key = (line["psn_no"], year, "hifp_paid")
+def _one_line(ctx: Ctx, done: dict) -> dict[str, Any]:
+    from transforms.reference import resident
 
-    if line.get("orig_setl_id"):  # POLICY §1.7: undo exactly what the original got
+    line = ctx.line
+    res: dict[str, Any] = dict.fromkeys(MONEY, 0)
+    res.update(setl_id=line["setl_id"], psn_no=line["psn_no"], ledger=ctx.ledger,
+               medfee_sumamt=line["medfee_sumamt"], _acc={})
+
+    if line.get("orig_setl_id"):  # POLICY §1.7: undo exactly what the original got, funds and accumulators
         orig = done[line["orig_setl_id"]]
-        for k in res:
-            if k not in ("setl_id", "psn_no", "ledger", "medfee_sumamt"):
-                res[k] = -orig[k]
-        res["inscp_scp_amt"] = -orig["inscp_scp_amt"]
-        state[hifp_key] = state.get(hifp_key, 0) + res["hifp_pay"]
-        if orig.get("_hifmi_burden"):
-            bkey = (line["psn_no"], year, "hifmi_burden")
-            state[bkey] = state.get(bkey, 0) - orig["_hifmi_burden"]
-        if res["hifmi_pay"]:
-            pkey = (line["psn_no"], year, "hifmi_paid")
-            state[pkey] = state.get(pkey, 0) + res["hifmi_pay"]
-        res["_hifmi_burden"] = -orig.get("_hifmi_burden", 0)
+        for k in (*MONEY, "inscp_scp_amt"):
+            res[k] = -orig[k]
+        for name, amount in orig.get("_acc", {}).items():
+            ctx.add(name, -amount)
+            res["_acc"][name] = -amount
         return _finish(res)
 
-    if not (region == "suizhou" and scheme == "resident") or ledger not in STAYS:
-        res["inscp_scp_amt"] = A + B
+    if not (ctx.region == "suizhou" and ctx.scheme == "resident"):
+        res["inscp_scp_amt"] = line["cls_a_amt"] + line["cls_b_amt"]
         return _finish(res)
 
-    R, S = region, scheme
-
-    def val(name: str) -> Any:
-        return policies.value(R, S, name, on)
-
-    def by_level(name: str) -> Any:
-        return {str(k): v for k, v in val(name).items()}[str(inst["dedc_hosp_lv"])]
-
-    # §1.4: class-B pre-self-pay on the stay ledgers (A-16)
-    if B != 0 and ledger in val("inpatient.class_b_preselfpay_ledgers"):
-        res["preselfpay_amt"] = apply_rate(B, rate_to_bp(val("inpatient.class_b_preselfpay_rate")))
-    in_scope = A + B - res["preselfpay_amt"]
-    res["inscp_scp_amt"] = in_scope
-
-    in_city = inst["admdvs"][:4] == person["insuplc_admdvs"][:4]
-    rescue = bool(line.get("is_emergency_rescue"))
-    offsite = None
-    if not in_city:
-        if rescue:
-            offsite = "101"  # §3.5, A-2
-        elif line.get("offsite_type"):
-            offsite = line["offsite_type"]
-        else:
-            offsite = "101" if line["med_type"] == "24" else "903"  # §1.9
-        rates = {str(k): v for k, v in val("inpatient.offsite_preselfpay_rate").items()}
-        res["offsite_preselfpay_amt"] = apply_rate(in_scope, rate_to_bp(rates[offsite]))
-    base = in_scope - res["offsite_preselfpay_amt"]
-
-    ids = {r["identity"] for r in idents if _valid(r, on)}
-    exempt = bool(ids & set(val("inpatient.deductible_exempt_identities") or []))
-    if ledger == "day_surgery" or exempt:
-        deductible = 0
-    else:
-        deductible = yuan_to_fen(by_level("inpatient.deductible_in_city" if in_city else "inpatient.deductible_out_of_city"))
-    taken = min(max(base, 0), deductible)
-    after = max(base - taken, 0)
-    res["act_pay_dedc"] = taken
-
-    held = (line["med_type"] == "22" and person["insuplc_admdvs"] in [str(c) for c in val("inpatient.trauma_report_required_counties")]
-            and not line.get("trauma_report_no"))
-    raw = 0 if held else apply_rate(after, rate_to_bp(by_level("inpatient.fund_rate")))
-    res["pool_prop_selfpay"] = after - raw
-
-    cap = yuan_to_fen(val("annual_cap.hifp"))
-    paid_before = state.get(hifp_key, 0)
-    paid = min(raw, max(0, cap - paid_before))
-    state[hifp_key] = paid_before + paid
-    res["hifp_pay"] = paid
-    res["hifp_cap_cut"] = raw - paid
-    if not held and ledger in val("critical_illness.ledgers"):
-        _critical_illness(res, line, ids, val, state)
+    resident.class_b(res, ctx)
+    rule = resident.BASIC.get(ctx.ledger)
+    raw = rule(res, ctx) if rule else 0
+    # §3.7: the basic fund's annual cap over every ledger
+    from transforms.params import yuan_to_fen
+    cap = yuan_to_fen(ctx.val("annual_cap.hifp")) if raw else 0
+    before = ctx.acc("hifp_paid")
+    paid = min(raw, max(0, cap - before))
+    record(res, ctx, "hifp_paid", paid)
+    res["hifp_pay"], res["hifp_cap_cut"] = paid, raw - paid
+    res["_handled"] = rule is not None
+    for later in resident.LATER:
+        later(res, ctx)
     return _finish(res)
 
 
-def _band_value(x: int, bands: list[dict]) -> int:
-    """F(x), summed exactly in basis-point fen and rounded half-up once (POLICY §1.3)."""
-    from transforms.money import round_half_up_div
-    total = 0
-    for b in bands:
-        lo = yuan_to_fen(b["from"])
-        hi = None if b["to"] == "none" else yuan_to_fen(b["to"])
-        inside = max(0, x - lo) if hi is None else min(max(0, x - lo), hi - lo)
-        total += inside * rate_to_bp(b["rate"])
-    return round_half_up_div(total, 10_000)
-
-
-def _critical_illness(res: dict, line: dict, ids: set, val, state: dict) -> None:
-    """§3.8: burden = in_scope − hifp (A-7); pay F(after) − F(before) by group; then the group's cap."""
-    group = "s1" if ids & set(val("critical_illness.favoured_identities")) else "others"
-    burden = res["inscp_scp_amt"] - res["hifp_pay"]
-    bkey = (line["psn_no"], line["setl_time"].year, "hifmi_burden")
-    before = state.get(bkey, 0)
-    after = before + burden
-    state[bkey] = after
-    bands = val("critical_illness.bands")[group]
-    raw = _band_value(after, bands) - _band_value(before, bands)
-    cap_v = val("critical_illness.annual_cap")[group]
-    pkey = (line["psn_no"], line["setl_time"].year, "hifmi_paid")
-    paid_before = state.get(pkey, 0)
-    paid = raw if cap_v == "none" else min(raw, max(0, yuan_to_fen(cap_v) - paid_before))
-    state[pkey] = paid_before + paid
-    res["hifmi_pay"] = paid
-    res["_hifmi_burden"] = burden
+def record(res: dict, ctx: Ctx, name: str, amount: int) -> None:
+    """Add to an accumulator and remember it on the line (a reversal takes it back)."""
+    ctx.add(name, amount)
+    res["_acc"][name] = res["_acc"].get(name, 0) + amount
 
 
 def _finish(res: dict) -> dict:
