@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--input", type=Path, default=None)
     d.add_argument("--db", type=Path, default=None)
     d.add_argument("--year", type=int, default=2025)
+
+    from flows import cli_reports
+    cli_reports.add_commands(sub)
     return p
 
 
@@ -56,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.cmd == "demo":
             return _demo(args)
+        from flows import cli_reports
+        if args.cmd in cli_reports.COMMANDS:
+            return cli_reports.dispatch(args)
     except KeyboardInterrupt:
         print("yibao: interrupted", file=sys.stderr)
         return 130
