@@ -1,0 +1,649 @@
+"""Validation: raw text frames in, typed frames and rejects out (pure polars, no I/O).
+
+`validate_settlements` turns one month of settlement text (the concatenated `read_table`
+frames of `flows/ingest.py`) into the typed settlement frame of CONVENTIONS.md and a rejects
+frame, one output row per input row (`len(accepted) + len(rejects) == len(raw)`).
+
+How the checks are organised (DATA.md §2, POLICY §1.7–§1.8, §6):
+- Field parsing is driven by the pandera models of `schemas/inputs.py`: each model field says
+  its kind (date, money, code …), whether it may be empty and its dictionary, so the parser
+  and the model cannot drift apart. Every cell is stripped of surrounding whitespace; an empty
+  cell is null.
+- Each check is a (condition, message) pair of polars expressions (`Problems`). Conditions are
+  evaluated on every row into one boolean column per reason code (`flag.<CODE>`); messages are
+  built only for rejected rows. `reason_code` is the first flagged code in the order of
+  `REJECT_REASONS`; `reason` lists every problem found ("CODE: detail; detail | CODE: detail").
+  A check whose inputs could not be read is not evaluated (an unreadable amount is BAD_VALUE,
+  never also AMOUNT_MISMATCH; an unknown person is not also SCHEME_MISMATCH).
+- Cross-row checks (duplicates, reversals) are joins and sorts, never row loops.
+  Duplicates: the first line of a setl_id in (source_file, source_row) order is the original,
+  every later one is DUPLICATE_SETL_ID, whatever else is wrong with the first.
+  "Earlier in this month" for reversals means earlier in line order (setl_time, setl_id)
+  (POLICY §1.2), so results do not depend on how lines were split into files.
+- The accepted frame is validated eagerly by `SettlementModel` (a DataFrame, not a LazyFrame:
+  STACK-NOTES), the rejects frame by `RejectModel`.
+
+Registers (`type_register`, `register_reference_problems`, `split_family_bindings`) use the
+same parser; their problems are returned as frames and turned into a failing run by
+`flows/ingest.load_registers`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+
+import pandera.errors
+import pandera.polars as pa
+import polars as pl
+
+from schemas.inputs import (
+    INSUTYPES,
+    MAX_LIVE_USERS,
+    MED_TYPE_RULES,
+    REGISTER_MODELS,
+    RELATIONS,
+    REPORTED_AMOUNTS,
+    SETTLEMENT_AMOUNTS,
+    ApplicationModel,
+    FamilyBindingModel,
+    KeptFamilyBindingModel,
+    RawSettlementModel,
+    RejectedFamilyBindingModel,
+    RejectModel,
+    SettlementModel,
+    certno_valid,
+)
+from transforms.reasons import REJECT_REASONS
+
+REASON_ORDER: tuple[str, ...] = tuple(REJECT_REASONS)
+
+IDX = "__i"  # position of the row in the input frame
+TYPED = "__t."  # prefix of the typed twin of a text column
+FLAG = "flag."  # prefix of the per-reason-code flag column
+SOURCE = ("source_file", "source_row")
+
+MONTH_RE = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
+# Only ASCII digits: polars' (Rust) and Python's `\d` also match other scripts' digits.
+_DATE = r"(19[0-9]{2}|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+DATE_RE = rf"^{_DATE}$"
+DATETIME_RE = rf"^{_DATE} ([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{{1,6}})?$"
+MONEY_RE = r"^(?P<sign>-)?(?P<whole>[0-9]{1,15})(?:\.(?P<frac>[0-9]{1,2}))?$"  # as money.yuan_text_to_fen
+DIGITS6_RE = r"^[0-9]{6}$"
+CONTROL_RE = r"[\x00-\x1F\x7F]"
+TRUE_TEXT = ("true", "t", "1", "yes", "y", "是")
+FALSE_TEXT = ("false", "f", "0", "no", "n", "否")
+SHOW_CHARS = 40  # a value quoted in a reason is cut to this many characters
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One input column, as declared by a pandera model field (see schemas/inputs.py)."""
+
+    name: str
+    kind: str
+    nullable: bool
+    default: object | None
+    codes: tuple[str, ...] | None
+    input: str
+
+    @property
+    def required(self) -> bool:
+        return not self.nullable and self.default is None
+
+
+@cache
+def field_specs(model: type[pa.DataFrameModel]) -> tuple[FieldSpec, ...]:
+    specs = []
+    for name, col in model.to_schema().columns.items():
+        meta = col.metadata or {}
+        if "input" not in meta:
+            continue
+        codes = None
+        for check in col.checks:
+            if check.name == "isin":
+                codes = tuple(check.statistics["allowed_values"])
+        specs.append(FieldSpec(name, meta["kind"], col.nullable, meta.get("default"), codes, meta["input"]))
+    return tuple(specs)
+
+
+# ---------------------------------------------------------------------------- expression helpers
+def _t(name: str) -> pl.Expr:
+    return pl.col(TYPED + name)
+
+
+def show(e: pl.Expr) -> pl.Expr:
+    """A text value quoted for a reason: cut to SHOW_CHARS, control characters replaced by '?'."""
+    cut = e.str.slice(0, SHOW_CHARS).str.replace_all(CONTROL_RE, "?")
+    more = pl.when(e.str.len_chars() > SHOW_CHARS).then(pl.lit("…")).otherwise(pl.lit(""))
+    return pl.concat_str([pl.lit("'"), cut, more, pl.lit("'")])
+
+
+def yuan(e: pl.Expr) -> pl.Expr:
+    """Int64 fen rendered as yuan text (-12.30), for reasons."""
+    a = e.abs()
+    return pl.concat_str([
+        pl.when(e < 0).then(pl.lit("-")).otherwise(pl.lit("")),
+        (a // 100).cast(pl.String),
+        pl.lit("."),
+        (a % 100).cast(pl.String).str.pad_start(2, "0"),
+    ])
+
+
+def clean_text(e: pl.Expr) -> pl.Expr:
+    s = e.cast(pl.String).str.strip_chars()
+    return pl.when(s.str.len_bytes() > 0).then(s)
+
+
+def money_to_fen(text: pl.Expr) -> pl.Expr:
+    """Vectorized `transforms.money.yuan_text_to_fen` on stripped text: null where not an amount."""
+    parts = text.str.strip_prefix("-").str.split_exact(".", 1)
+    whole = parts.struct.field("field_0").cast(pl.Int64, strict=False)
+    frac = parts.struct.field("field_1").fill_null("").str.pad_end(2, "0").cast(pl.Int64, strict=False)
+    fen = whole * 100 + frac
+    return pl.when(text.str.contains(MONEY_RE)).then(
+        pl.when(text.str.starts_with("-")).then(-fen).otherwise(fen))
+
+
+def _any_messages(msgs: list[pl.Expr], sep: str = "; ") -> pl.Expr:
+    """Join non-null messages; null when there is none."""
+    if not msgs:
+        return pl.lit(None, pl.String)
+    if len(msgs) == 1:
+        return msgs[0]
+    return pl.when(pl.any_horizontal([m.is_not_null() for m in msgs])).then(
+        pl.concat_str(msgs, separator=sep, ignore_nulls=True)
+    )
+
+
+class Problems:
+    """Row checks by reason code, each a (condition, message) pair of row-local expressions.
+
+    Conditions are evaluated on every row (cheap booleans, `flag.<CODE>` columns); messages are
+    built only for the rows that are rejected. Conditions and messages may refer only to columns
+    of the working frame (window results are materialised first), so that evaluating them on the
+    rejected subset gives the same answer.
+    """
+
+    def __init__(self) -> None:
+        self.checks: dict[str, list[tuple[pl.Expr, pl.Expr]]] = {c: [] for c in REASON_ORDER}
+
+    def add(self, code: str, cond: pl.Expr, msg: pl.Expr) -> None:
+        self.checks[code].append((cond.fill_null(False), msg))
+
+    def flag(self, code: str) -> pl.Expr:
+        conds = [c for c, _ in self.checks[code]]
+        return (pl.any_horizontal(conds) if conds else pl.lit(False)).alias(FLAG + code)
+
+    def message(self, code: str) -> pl.Expr:
+        return _any_messages([pl.when(c).then(m) for c, m in self.checks[code]])
+
+
+def _typed_expr(spec: FieldSpec, t: pl.Expr) -> pl.Expr:
+    k = spec.kind
+    if k == "text":
+        out = t
+    elif k == "code":
+        out = pl.when(t.is_in(list(spec.codes or ()))).then(t)
+    elif k == "digits6":
+        out = pl.when(t.str.contains(DIGITS6_RE)).then(t)
+    elif k == "certno":
+        out = pl.when(certno_valid(t)).then(t.str.to_uppercase())
+    elif k == "date":
+        out = pl.when(t.str.contains(DATE_RE)).then(t.str.strptime(pl.Date, "%Y-%m-%d", strict=False))
+    elif k == "datetime":
+        out = pl.when(t.str.contains(DATETIME_RE)).then(
+            t.str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M:%S%.f", strict=False)
+        )
+    elif k == "money":
+        out = money_to_fen(t)
+    elif k == "bool":
+        low = t.str.to_lowercase()
+        out = pl.when(low.is_in(TRUE_TEXT)).then(True).when(low.is_in(FALSE_TEXT)).then(False)
+        if spec.default is not None:
+            out = pl.when(t.is_null()).then(pl.lit(spec.default)).otherwise(out)
+    else:  # pragma: no cover - a model declares an unknown kind
+        raise ValueError(f"unknown field kind {k!r} for {spec.name}")
+    return out
+
+
+_BAD_VALUE_TEXT = {
+    "date": "is not a date YYYY-MM-DD (year 1900 or later)",
+    "datetime": "is not a time YYYY-MM-DD HH:MM:SS",
+    "money": "is not a yuan amount (plain decimal, at most 2 decimals)",
+    "bool": "is not a flag (true/false)",
+    "digits6": "is not a 6-digit division code",
+    "certno": "is not an 18-character ID number with a valid checksum",
+}
+
+
+def _add_field_checks(P: Problems, spec: FieldSpec) -> None:
+    t, typed, name = pl.col(spec.name), _t(spec.name), pl.lit(spec.name)
+    if spec.required:
+        P.add("MISSING_REQUIRED", t.is_null(), pl.format("{} is empty", name))
+    P.add("BAD_VALUE", t.str.contains(CONTROL_RE), pl.format("{} {} contains control characters", name, show(t)))
+    if spec.kind == "code":
+        allowed = pl.lit("/".join(spec.codes or ()))
+        P.add("BAD_CODE", t.is_not_null() & typed.is_null(), pl.format("{} {} is not one of {}", name, show(t), allowed))
+    elif spec.kind in _BAD_VALUE_TEXT:
+        P.add("BAD_VALUE", t.is_not_null() & typed.is_null(),
+              pl.format("{} {} " + _BAD_VALUE_TEXT[spec.kind], name, show(t)))
+
+
+def _prepare(raw: pl.DataFrame, specs: tuple[FieldSpec, ...]) -> pl.DataFrame:
+    """Row index, source columns and the cleaned text of every input column (absent → null)."""
+    for c in SOURCE:
+        if c not in raw.columns:
+            raise ValueError(f"raw frame has no {c} column (use flows.ingest.read_table)")
+    cols = [pl.int_range(pl.len(), dtype=pl.Int64).alias(IDX),
+            pl.col("source_file").cast(pl.String), pl.col("source_row").cast(pl.Int64)]
+    for s in specs:
+        src = pl.col(s.name) if s.name in raw.columns else pl.lit(None, pl.String)
+        cols.append(clean_text(src).alias(s.name))
+    return raw.select(cols)
+
+
+def _parse(w: pl.DataFrame, specs: tuple[FieldSpec, ...]) -> tuple[pl.DataFrame, Problems]:
+    w = w.with_columns([_typed_expr(s, pl.col(s.name)).alias(TYPED + s.name) for s in specs])
+    P = Problems()
+    for s in specs:
+        _add_field_checks(P, s)
+    return w, P
+
+
+def _flag(w: pl.DataFrame, P: Problems, codes: tuple[str, ...]) -> pl.DataFrame:
+    return w.with_columns([P.flag(c) for c in codes])
+
+
+def _no_problem(codes: tuple[str, ...]) -> pl.Expr:
+    return ~pl.any_horizontal([pl.col(FLAG + c) for c in codes])
+
+
+def _split(raw: pl.DataFrame, w: pl.DataFrame, P: Problems, keep: list[str], id_col: str | None
+           ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(accepted working rows with the `keep` columns, rejects frame) from the flag columns."""
+    flags = [FLAG + c for c in REASON_ORDER]
+    bad_row = pl.any_horizontal([pl.col(f) for f in flags])
+    ok = w.select([*keep, bad_row.alias("__bad")]).filter(~pl.col("__bad")).drop("__bad")
+    bad = w.filter(bad_row)
+    if bad.height == 0:  # skip building the (large) message expressions
+        rejects = pl.DataFrame(schema={"source_file": pl.String, "source_row": pl.Int64, "setl_id": pl.String,
+                                       "reason_code": pl.String, "reason": pl.String, "raw": pl.String})
+        return ok, rejects
+    code = pl.coalesce([pl.when(pl.col(FLAG + c)).then(pl.lit(c)) for c in REASON_ORDER])
+    reason = _any_messages(
+        [pl.when(pl.col(FLAG + c)).then(pl.lit(c + ": ") + P.message(c)) for c in REASON_ORDER], sep=" | ")
+    fields = [c for c in raw.columns if c not in SOURCE]
+    idx = bad.get_column(IDX)
+    bad_raw = raw[idx.cast(pl.Int64)] if bad.height else raw.clear()
+    as_json = pl.struct(fields).struct.json_encode() if fields else pl.lit("{}")
+    rejects = bad.select(
+        "source_file",
+        "source_row",
+        (pl.col(id_col) if id_col else pl.lit(None, pl.String)).alias("setl_id"),
+        code.alias("reason_code"),
+        reason.alias("reason"),
+    ).with_columns(bad_raw.select(as_json.alias("raw")).to_series())
+    RejectModel.validate(rejects)
+    return ok, rejects
+
+
+def check_month(month: str) -> None:
+    if not isinstance(month, str) or not MONTH_RE.match(month):
+        raise ValueError(f"month must be YYYY-MM, got {month!r}")
+
+
+def _with_first_in_file_order(w: pl.DataFrame, key: str) -> pl.DataFrame:
+    """Add where each repeated key first appears in (source_file, source_row) order:
+    `__first_pos`, `__first_file`, `__first_row` (null for keys that appear once)."""
+    firsts = (
+        w.filter(pl.col(key).is_not_null() & pl.col(key).is_duplicated())
+        .select(key, "__pos", "source_file", "source_row")
+        .sort("__pos")
+        .group_by(key, maintain_order=True)
+        .first()
+        .rename({"__pos": "__first_pos", "source_file": "__first_file", "source_row": "__first_row"})
+    )
+    return w.join(firsts, on=key, how="left", maintain_order="left")
+
+
+def _file_position() -> pl.Expr:
+    """Rank of each row in (source_file, source_row) order."""
+    return (pl.col(IDX).sort_by([pl.col("source_file"), pl.col("source_row"), pl.col(IDX)])
+            .arg_sort().cast(pl.Int64).alias("__pos"))
+
+
+# ---------------------------------------------------------------------------- settlements
+KNOWN_COLUMNS = {"setl_id": pl.String, "psn_no": pl.String, "orig_setl_id": pl.String,
+                 **{c: pl.Int64 for c in SETTLEMENT_AMOUNTS}}
+
+
+def _known_frame(known: pl.DataFrame | None) -> pl.DataFrame:
+    if known is None:
+        return pl.DataFrame(schema=KNOWN_COLUMNS)
+    return known.select([
+        (pl.col(c).cast(t) if c in known.columns else pl.lit(None, t)).alias(c) for c, t in KNOWN_COLUMNS.items()
+    ])
+
+
+def _rule_exists(insutype: pl.Expr, med_type: pl.Expr) -> pl.Expr:
+    ok = pl.lit(False)
+    for ins, med_types in MED_TYPE_RULES.items():
+        ok = ok | ((insutype == ins) & med_type.is_in(sorted(med_types)))
+    return ok
+
+
+def validate_settlements(raw: pl.DataFrame, month: str, registers: dict[str, pl.DataFrame],
+                         known: pl.DataFrame | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One month of settlement text → (typed accepted frame, rejects). See the module docstring.
+
+    raw: concatenated `read_table` frames (all String + source_file, source_row), e.g.
+    `pl.concat(frames, how="diagonal")`. registers: typed frames of `load_registers`
+    (persons, institutions, certifications are used). known: settlements of earlier months
+    (setl_id, psn_no, orig_setl_id and the five amounts in Int64 fen), possibly empty.
+    """
+    check_month(month)
+    RawSettlementModel.validate(raw)  # structure only: programming errors raise here
+    specs = field_specs(SettlementModel)
+    names = [s.name for s in specs]
+    known = _known_frame(known)
+    persons = registers["persons"].select("psn_no", pl.col("insutype").alias("__person_insutype"))
+    institutions = registers["institutions"].get_column("fixmedins_code").implode()
+    certs = registers.get("certifications")
+    if certs is None:
+        certs = pl.DataFrame(schema={"psn_no": pl.String, "dise_cert_code": pl.String,
+                                     "begndate": pl.Date, "enddate": pl.Date})
+
+    w = _prepare(raw, specs)
+    w, P = _parse(w, specs)
+    w = w.join(persons.unique("psn_no", keep="first"), on="psn_no", how="left", maintain_order="left")
+    w = w.with_columns(_file_position())
+    w = _with_first_in_file_order(w, "setl_id")
+
+    is_rev = pl.col("orig_setl_id").is_not_null()
+    known_person = pl.col("__person_insutype").is_not_null()
+
+    P.add("BAD_VALUE", _t("enddate") < _t("begndate"),
+          pl.format("enddate {} is before begndate {}", _t("enddate"), _t("begndate")))
+
+    # DATA.md §2: medfee_sumamt = cls_a_amt + cls_b_amt + fulamt_ownpay_amt + overlmt_selfpay, to the fen
+    parts = ("cls_a_amt", "cls_b_amt", "fulamt_ownpay_amt", "overlmt_selfpay")
+    total = _t(parts[0]) + _t(parts[1]) + _t(parts[2]) + _t(parts[3])  # null if any part is unreadable
+    P.add("AMOUNT_MISMATCH", total != _t("medfee_sumamt"), pl.format(
+        "medfee_sumamt {} ≠ cls_a_amt + cls_b_amt + fulamt_ownpay_amt + overlmt_selfpay = {} + {} + {} + {} = {}",
+        yuan(_t("medfee_sumamt")), *[yuan(_t(p)) for p in parts], yuan(total)))
+
+    money = SETTLEMENT_AMOUNTS + REPORTED_AMOUNTS
+    negatives = [pl.when(_t(c) < 0).then(pl.format("{}={}", pl.lit(c), yuan(_t(c)))) for c in money]
+    P.add("NEGATIVE_AMOUNT", ~is_rev & pl.any_horizontal([_t(c) < 0 for c in money]), pl.format(
+        "negative amount on a line without orig_setl_id: {}", _any_messages(negatives, ", ")))
+
+    P.add("WRONG_MONTH", _t("setl_time").dt.strftime("%Y-%m") != month, pl.format(
+        "setl_time {} is not in the folder's month {}", pl.col("setl_time"), pl.lit(month)))
+
+    P.add("UNKNOWN_PERSON", pl.col("psn_no").is_not_null() & ~known_person,
+          pl.format("psn_no {} is not in the person register", show(pl.col("psn_no"))))
+    for col in ("fixmedins_code", "presc_fixmedins_code"):
+        P.add("UNKNOWN_INSTITUTION", pl.col(col).is_not_null() & ~pl.col(col).is_in(institutions),
+              pl.format("{} {} is not in the institution register", pl.lit(col), show(pl.col(col))))
+
+    P.add("SCHEME_MISMATCH", known_person & (_t("insutype") != pl.col("__person_insutype")),
+          pl.format("insutype {} but person {} is insured under insutype {}",
+                    _t("insutype"), show(pl.col("psn_no")), pl.col("__person_insutype")))
+
+    P.add("NO_RULE", ~_rule_exists(_t("insutype"), _t("med_type"))
+          & _t("insutype").is_not_null() & _t("med_type").is_not_null(),
+          pl.format("med_type {} has no rule in the scheme of insutype {} (POLICY §1.8)",
+                    _t("med_type"), _t("insutype")))
+
+    # CERT_INVALID: a certification of the same person with that code, valid on the settlement date
+    cert_given = pl.col("dise_cert_code").is_not_null() & known_person & _t("setl_time").is_not_null()
+    asked = w.filter(cert_given).select(IDX, "psn_no", "dise_cert_code", _t("setl_time").dt.date().alias("__d"))
+    valid = (
+        asked.join(certs.select("psn_no", "dise_cert_code", "begndate", "enddate"),
+                   on=["psn_no", "dise_cert_code"], how="inner")
+        .filter((pl.col("begndate") <= pl.col("__d"))
+                & (pl.col("enddate").is_null() | (pl.col("enddate") >= pl.col("__d"))))
+        .get_column(IDX).unique().implode()
+    )
+    P.add("CERT_INVALID", cert_given & ~pl.col(IDX).is_in(valid), pl.format(
+        "dise_cert_code {} is not a certification of psn_no {} valid on {}",
+        show(pl.col("dise_cert_code")), show(pl.col("psn_no")), _t("setl_time").dt.date()))
+
+    # DUPLICATE_SETL_ID: the first line of a setl_id in (source_file, source_row) order is the one kept
+    P.add("DUPLICATE_SETL_ID", pl.col("__pos") > pl.col("__first_pos"), pl.format(
+        "setl_id {} already appears in {} row {}", show(pl.col("setl_id")), pl.col("__first_file"),
+        pl.col("__first_row")))
+    P.add("DUPLICATE_SETL_ID", pl.col("setl_id").is_in(known.get_column("setl_id").implode()),
+          pl.format("setl_id {} was already loaded in an earlier month", show(pl.col("setl_id"))))
+
+    base_codes = REASON_ORDER[: REASON_ORDER.index("DUPLICATE_SETL_ID") + 1]
+    w = _flag(w, P, base_codes)
+    w = w.with_columns(_no_problem(base_codes).alias("__base_ok"))
+    w = _check_reversals(w, known, P)
+
+    keep = [_t(c).alias(c) for c in names] + ["source_file", "source_row"]
+    ok, rejects = _split(raw, w, P, keep, "setl_id")
+    accepted = ok.with_columns(pl.lit(month).alias("month"))
+    SettlementModel.validate(accepted)  # eager: DataFrame, data checks included
+    return accepted, rejects
+
+
+def _check_reversals(w: pl.DataFrame, known: pl.DataFrame, P: Problems) -> pl.DataFrame:
+    """UNKNOWN_REVERSAL, ALREADY_REVERSED, REVERSAL_MISMATCH (POLICY §1.7), flagged."""
+    amounts = SETTLEMENT_AMOUNTS
+    is_rev = pl.col("orig_setl_id").is_not_null()
+    # line order within the month (POLICY §1.2): setl_time, setl_id; ties by file position
+    w = w.with_columns(
+        pl.col(IDX).sort_by([_t("setl_time"), pl.col("setl_id"), pl.col("__pos")], nulls_last=True)
+        .arg_sort().cast(pl.Int64).alias("__ord")
+    )
+    # what an orig_setl_id can name: settlements of earlier months, or lines of this month that
+    # pass every non-reversal check (these never clash with known ids: those are duplicates)
+    lookup = pl.concat([
+        known.filter(pl.col("setl_id").is_not_null()).unique("setl_id", keep="first").select(
+            pl.col("setl_id").alias("__o_key"),
+            pl.col("psn_no").alias("__o_psn"),
+            *[pl.col(c).alias("__o." + c) for c in amounts],
+            pl.col("orig_setl_id").is_not_null().alias("__o_is_rev"),
+            pl.lit(-1, pl.Int64).alias("__o_ord"),
+        ),
+        w.filter(pl.col("__base_ok") & pl.col("setl_id").is_not_null()).select(
+            pl.col("setl_id").alias("__o_key"),
+            pl.col("psn_no").alias("__o_psn"),
+            *[_t(c).alias("__o." + c) for c in amounts],
+            is_rev.alias("__o_is_rev"),
+            pl.col("__ord").alias("__o_ord"),
+        ),
+    ])
+    reversed_before = (
+        known.filter(pl.col("orig_setl_id").is_not_null())
+        .group_by("orig_setl_id").agg(pl.col("setl_id").min().alias("__rk_by"))
+    )
+    w = (w.join(lookup, left_on="orig_setl_id", right_on="__o_key", how="left", maintain_order="left")
+          .join(reversed_before, on="orig_setl_id", how="left", maintain_order="left"))
+
+    found = pl.col("__o_ord").is_not_null()
+    orig = show(pl.col("orig_setl_id"))
+    original_ok = is_rev & found & ~pl.col("__o_is_rev") & (pl.col("__o_ord") < pl.col("__ord"))
+    P.add("UNKNOWN_REVERSAL", is_rev & ~found, pl.format(
+        "orig_setl_id {} names no settlement of an earlier month or accepted earlier in this month", orig))
+    P.add("UNKNOWN_REVERSAL", is_rev & found & pl.col("__o_is_rev"), pl.format(
+        "orig_setl_id {} names a reversal, not a settlement", orig))
+    P.add("UNKNOWN_REVERSAL", is_rev & found & ~pl.col("__o_is_rev") & (pl.col("__o_ord") > pl.col("__ord")),
+          pl.format("orig_setl_id {} names a settlement that comes after this reversal in "
+                    "(setl_time, setl_id) order", orig))
+    P.add("ALREADY_REVERSED", is_rev & pl.col("__rk_by").is_not_null(), pl.format(
+        "orig_setl_id {} was already reversed by setl_id {} in an earlier month", orig, show(pl.col("__rk_by"))))
+    for c in amounts:
+        P.add("REVERSAL_MISMATCH", original_ok & (_t(c) != -pl.col("__o." + c)), pl.format(
+            "{} {} is not the negation of the original's {}", pl.lit(c), yuan(_t(c)), yuan(pl.col("__o." + c))))
+    P.add("REVERSAL_MISMATCH", original_ok & (pl.col("psn_no") != pl.col("__o_psn")), pl.format(
+        "psn_no {} is not the original's psn_no {}", show(pl.col("psn_no")), show(pl.col("__o_psn"))))
+    w = _flag(w, P, ("UNKNOWN_REVERSAL", "REVERSAL_MISMATCH"))
+    # within the month, the first reversal (in line order) that passes every other check wins;
+    # every later reversal of the same original is ALREADY_REVERSED
+    candidate = (is_rev & pl.col("__base_ok") & original_ok & pl.col("__rk_by").is_null()
+                 & ~pl.col(FLAG + "UNKNOWN_REVERSAL") & ~pl.col(FLAG + "REVERSAL_MISMATCH"))
+    winners = (
+        w.filter(candidate)
+        .group_by("orig_setl_id")
+        .agg(pl.col("__ord").min().alias("__w_ord"), pl.col("setl_id").sort_by("__ord").first().alias("__w_id"))
+    )
+    w = w.join(winners, on="orig_setl_id", how="left", maintain_order="left")
+    P.add("ALREADY_REVERSED", is_rev & (pl.col("__ord") > pl.col("__w_ord")), pl.format(
+        "orig_setl_id {} is already reversed by setl_id {} in this month", orig, show(pl.col("__w_id"))))
+    return _flag(w, P, ("ALREADY_REVERSED",))
+
+
+# ---------------------------------------------------------------------------- applications
+def validate_applications(raw: pl.DataFrame, month: str, registers: dict[str, pl.DataFrame]
+                          ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Assistance applications of one month (POLICY §3.9) → (typed accepted, rejects).
+
+    Same row contract as settlements. Codes used: MISSING_REQUIRED, BAD_VALUE, BAD_CODE
+    (identity), UNKNOWN_PERSON, DUPLICATE_SETL_ID (an app_id repeated within the month: the
+    first in (source_file, source_row) order is kept). rejects.setl_id is null; raw has app_id.
+    """
+    check_month(month)
+    specs = field_specs(ApplicationModel)
+    w = _prepare(raw, specs)
+    w, P = _parse(w, specs)
+    w = w.with_columns(_file_position())
+    w = _with_first_in_file_order(w, "app_id")
+    persons = registers["persons"].get_column("psn_no").implode()
+    P.add("UNKNOWN_PERSON", pl.col("psn_no").is_not_null() & ~pl.col("psn_no").is_in(persons),
+          pl.format("psn_no {} is not in the person register", show(pl.col("psn_no"))))
+    P.add("DUPLICATE_SETL_ID", pl.col("__pos") > pl.col("__first_pos"), pl.format(
+        "app_id {} already appears in {} row {}", show(pl.col("app_id")), pl.col("__first_file"),
+        pl.col("__first_row")))
+    w = _flag(w, P, REASON_ORDER)
+    keep = [_t(s.name).alias(s.name) for s in specs] + ["source_file", "source_row"]
+    ok, rejects = _split(raw, w, P, keep, None)
+    accepted = ok.with_columns(pl.lit(month).alias("month"))
+    ApplicationModel.validate(accepted)
+    return accepted, rejects
+
+
+# ---------------------------------------------------------------------------- registers
+PROBLEM_SCHEMA = {"source_file": pl.String, "source_row": pl.Int64, "problem": pl.String}
+
+
+def type_register(name: str, raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A register's text → (typed frame with source_file/source_row, problems).
+
+    problems (source_file, source_row, problem) lists every unreadable or invalid row; the
+    typed frame holds the rows without parse problems and is only meaningful if there are none.
+    """
+    model = REGISTER_MODELS[name]
+    specs = field_specs(model)
+    w = _prepare(raw, specs)
+    w, P = _parse(w, specs)
+    w = _flag(w, P, REASON_ORDER)
+    bad_row = pl.any_horizontal([pl.col(FLAG + c) for c in REASON_ORDER])
+    problems = w.filter(bad_row).select(
+        "source_file", "source_row",
+        _any_messages([pl.when(pl.col(FLAG + c)).then(P.message(c)) for c in REASON_ORDER]).alias("problem"))
+    typed = w.filter(~bad_row).select([_t(s.name).alias(s.name) for s in specs] + list(SOURCE))
+    pandera_problems = _pandera_problems(typed, model)
+    return typed, pl.concat([problems, pandera_problems]).sort("source_file", "source_row", maintain_order=True)
+
+
+def _pandera_problems(typed: pl.DataFrame, model: type[pa.DataFrameModel]) -> pl.DataFrame:
+    """Row problems found by the model's checks (uniqueness, periods, …), via failure_cases.index."""
+    try:
+        model.validate(typed, lazy=True)
+    except pandera.errors.SchemaErrors as e:
+        fc = e.failure_cases
+        if fc.get_column("index").null_count():  # schema-level (dtype, missing column): a bug here
+            raise
+        rows = typed.select(list(SOURCE)).with_row_index("index").with_columns(pl.col("index").cast(pl.Int64))
+        return (
+            fc.with_columns(pl.col("index").cast(pl.Int64))
+            .join(rows, on="index", how="left")
+            .select(
+                "source_file",
+                "source_row",
+                pl.when(pl.col("schema_context") == "Column")
+                .then(pl.format("{} {} fails {}", pl.col("column"),
+                                show(pl.col("failure_case").cast(pl.String)), pl.col("check")))
+                .otherwise(pl.format("fails {}", pl.col("check")))
+                .alias("problem"),
+            )
+        )
+    return pl.DataFrame(schema=PROBLEM_SCHEMA)
+
+
+REFERENCES = (
+    ("identities", "psn_no"),
+    ("employment", "psn_no"),
+    ("certifications", "psn_no"),
+    ("family_bindings", "authoriser_psn_no"),
+    ("family_bindings", "user_psn_no"),
+    ("account_balances", "psn_no"),
+)
+
+
+def register_reference_problems(registers: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """Rows of registers naming a person that is not in persons, per register (problems frames)."""
+    persons = registers["persons"].get_column("psn_no").implode()
+    out: dict[str, list[pl.DataFrame]] = {}
+    for name, col in REFERENCES:
+        frame = registers.get(name)
+        if frame is None:
+            continue
+        bad = frame.filter(~pl.col(col).is_in(persons)).select(
+            "source_file", "source_row",
+            pl.format("{} {} is not in the person register", pl.lit(col), show(pl.col(col))).alias("problem"))
+        out.setdefault(name, []).append(bad)
+    return {k: pl.concat(v).sort("source_row") for k, v in out.items()}
+
+
+def split_family_bindings(bindings: pl.DataFrame, persons: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """POLICY §4.5: (kept, rejected) bindings; rejected carries `reason`.
+
+    Rejected: a relation other than spouse/parent/child; an authoriser binding themself; an
+    authoriser who is not an employee (insutype 310); a binding that would give its authoriser a
+    7th live user on its begin date (bindings taken in begin-date order, then file order; a
+    rejected binding does not count). Both frames keep source_file/source_row.
+    """
+    employees = persons.filter(pl.col("insutype") == INSUTYPES[0]).get_column("psn_no").implode()
+    first = _any_messages([
+        pl.when(~pl.col("relation").is_in(RELATIONS)).then(pl.format(
+            "relation {} is not one of {}", show(pl.col("relation")), pl.lit("/".join(RELATIONS)))),
+        pl.when(pl.col("authoriser_psn_no") == pl.col("user_psn_no")).then(pl.lit(
+            "an authoriser cannot bind themself")),
+        pl.when(~pl.col("authoriser_psn_no").is_in(employees)).then(pl.format(
+            "authoriser {} is not an employee (insutype 310)", show(pl.col("authoriser_psn_no")))),
+    ])
+    b = bindings.with_columns(first.alias("reason"))
+    # 7th live user: only authorisers with more than MAX_LIVE_USERS remaining bindings can exceed it
+    b = b.with_columns(
+        (pl.col("reason").is_null().sum().over("authoriser_psn_no") > MAX_LIVE_USERS).alias("__crowded"))
+    crowded = (b.filter(pl.col("__crowded") & pl.col("reason").is_null())
+                .sort("authoriser_psn_no", "begndate", "source_file", "source_row"))
+    seventh: list[tuple[str, int, str]] = []
+    kept_by_auth: dict[str, list[tuple]] = {}
+    for row in crowded.iter_rows(named=True):
+        kept = kept_by_auth.setdefault(row["authoriser_psn_no"], [])
+        day = row["begndate"]
+        live = {u for (u, beg, end) in kept
+                if beg <= day and (end is None or end >= day) and u != row["user_psn_no"]}
+        if len(live) >= MAX_LIVE_USERS:
+            seventh.append((row["source_file"], row["source_row"],
+                            f"would give authoriser {row['authoriser_psn_no']} a {len(live) + 1}th live user"
+                            f" on {day.isoformat()} (at most {MAX_LIVE_USERS}, POLICY §4.5)"))
+        else:
+            kept.append((row["user_psn_no"], day, row["enddate"]))
+    if seventh:
+        extra = pl.DataFrame(seventh, schema={"source_file": pl.String, "source_row": pl.Int64,
+                                              "__r7": pl.String}, orient="row")
+        b = b.join(extra, on=list(SOURCE), how="left", maintain_order="left").with_columns(
+            pl.coalesce("reason", "__r7").alias("reason"))
+    cols = list(FamilyBindingModel.to_schema().columns)
+    kept_frame = b.filter(pl.col("reason").is_null()).select(cols + list(SOURCE))
+    rejected = b.filter(pl.col("reason").is_not_null()).select(cols + list(SOURCE) + ["reason"])
+    KeptFamilyBindingModel.validate(kept_frame)
+    RejectedFamilyBindingModel.validate(rejected)
+    return kept_frame, rejected
