@@ -14,7 +14,7 @@ import polars as pl
 
 BP = 10_000  # basis points in 100%
 
-_YUAN_RE = re.compile(r"^(-)?(\d{1,15})(?:\.(\d{1,2}))?$")
+_YUAN_RE = re.compile(r"^(-)?([0-9]{1,15})(?:\.([0-9]{1,2}))?$")
 
 
 def yuan_text_to_fen(text: str | None) -> int | None:
