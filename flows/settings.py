@@ -13,6 +13,8 @@ def prefect_offline_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_UI_ENABLED", "false")
+    # A loaded 2-core machine can take longer than the default 20 s to start the temporary server.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("HOME", str(PROJECT_ROOT))
 
 

@@ -87,7 +87,7 @@ def _insert_select(con: duckdb.DuckDBPyConnection, table: str, src: str, src_col
 
 def fetch_fen(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pl.DataFrame:
     """Run a query and return a polars frame with DECIMAL(18,2) columns as Int64 fen."""
-    tbl = con.execute(sql, params or []).to_arrow_table()
+    tbl = con.sql(sql, params=params or None).to_arrow_table()
     df = pl.from_arrow(tbl)
     assert isinstance(df, pl.DataFrame)
     return df.with_columns([

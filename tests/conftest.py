@@ -12,6 +12,7 @@ _TMP = Path(tempfile.mkdtemp(prefix="yibao-tests-"))
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ["PREFECT_HOME"] = str(_TMP / "prefect")
 os.environ.setdefault("HOME", str(_TMP))
 
