@@ -20,4 +20,8 @@ LINE_REASONS: dict[str, str] = {
     "REVERSAL": "reversal of an earlier settlement: its amounts negated (POLICY §1.7)",
     "RULE_PENDING": "the ledger's rules are not implemented yet: no fund computed (see README, known gaps)",
     "PAY_AFTER_TREATMENT": "rural low-income person in their county: deposit waived (POLICY §3.9)",
+    "OUT_OF_SCOPE_NOT_CONTROLLED": "rural low-income stay at an institution for which no out-of-scope limit is set (POLICY §3.10)",
+    "OUT_OF_SCOPE_WITHIN_LIMIT": "rural low-income stay within its out-of-scope limit (POLICY §3.10)",
+    "OUT_OF_SCOPE_VIOLATION": "rural low-income stay over its out-of-scope limit at an institution outside Suizhou: the person pays the excess (POLICY §3.10)",
+    "OUT_OF_SCOPE_EXCESS_TO_INSTITUTION": "rural low-income stay over its out-of-scope limit: the excess is borne by the institution, not the person (POLICY §3.10)",
 }

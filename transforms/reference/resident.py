@@ -75,3 +75,7 @@ def critical_illness(res: dict, ctx: Ctx) -> None:
 
 BASIC = {"inpatient": stay, "maternity": stay, "day_surgery": stay}
 LATER = [critical_illness]
+
+from transforms.reference.resident_out_of_scope import out_of_scope  # noqa: E402  (§3.10)
+
+LATER.append(out_of_scope)

@@ -9,3 +9,7 @@ from transforms.resident import critical_illness, inpatient
 
 BASIC = [inpatient.STAGE]
 LATER = [critical_illness.STAGE]
+
+from transforms.resident import out_of_scope  # noqa: E402  (§3.10, institution share: after assistance)
+
+LATER.append(out_of_scope.STAGE)
