@@ -22,5 +22,5 @@ def prefect_harness():
     """One ephemeral Prefect backend for every flow-level test (about 10 s to start)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=None):  # uses the 180 s setting above
         yield

@@ -1,0 +1,129 @@
+"""The monthly flow end to end on a generated bureau (issue 2: DATA.md §4–§5)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from flows import store
+from flows.ingest import load_registers
+from flows.policies import load_policies
+from flows.sample import write_sample
+from transforms.engine import MONEY_COLUMNS, adjudicate
+
+MONTHS = ["2025-01", "2025-02", "2025-03", "2025-04"]
+
+
+@pytest.fixture(scope="module")
+def bureau(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bureau")
+    write_sample(out, persons=250, year=2025, months=len(MONTHS), seed=7, fmt="mixed", invalid_rate=0.02)
+    return out
+
+
+@pytest.fixture(scope="module")
+def loaded(bureau, tmp_path_factory, prefect_harness) -> Path:
+    from flows.monthly import year_flow
+    db = tmp_path_factory.mktemp("db") / "y.duckdb"
+    year_flow(2025, str(bureau), str(db))
+    return db
+
+
+def q(db: Path, sql: str, params=None):
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+def adjudicated_fen(db: Path) -> pl.DataFrame:
+    con = store.connect(db, read_only=True)
+    try:
+        return store.fetch_fen(con, "SELECT * EXCLUDE (run_id) FROM adjudicated ORDER BY setl_id")
+    finally:
+        con.close()
+
+
+def test_every_input_row_is_accepted_or_rejected(loaded, bureau):
+    runs = q(loaded, "SELECT month, rows_in, rows_accepted, rows_rejected, status FROM runs ORDER BY month")
+    assert [r[0] for r in runs] == MONTHS
+    injected = json.loads((bureau / "INJECTED.json").read_text())
+    for month, rows_in, acc, rej, status in runs:
+        assert status == "succeeded"
+        assert rows_in == acc + rej
+        assert q(loaded, "SELECT count(*) FROM settlements WHERE month=?", [month])[0][0] == acc
+        assert q(loaded, "SELECT count(*) FROM rejects WHERE month=?", [month])[0][0] == rej
+        assert q(loaded, "SELECT count(*) FROM adjudicated WHERE month=?", [month])[0][0] == acc
+        for reason, n in injected["by_month"].get(month, {}).items():
+            got = q(loaded, "SELECT count(*) FROM rejects WHERE month=? AND reason_code=?", [month, reason])[0][0]
+            assert got >= n, (month, reason)
+    assert sum(injected["total"].values()) > 0
+    # every reject names its file, row and reason
+    assert q(loaded, "SELECT count(*) FROM rejects WHERE source_file IS NULL OR source_row IS NULL "
+                     "OR reason_code IS NULL OR reason IS NULL OR raw IS NULL")[0][0] == 0
+
+
+def test_money_is_decimal_yuan_and_rows_add_up(loaded):
+    types = dict(q(loaded, "SELECT column_name, data_type FROM information_schema.columns WHERE table_name='adjudicated'"))
+    assert types["hifp_pay"] == "DECIMAL(18,2)" and types["psn_cash_pay"] == "DECIMAL(18,2)"
+    bad = q(loaded, "SELECT count(*) FROM adjudicated WHERE fund_pay_sumamt + hosp_part_amt + acct_pay + acct_mulaid_pay"
+                    " + psn_cash_pay <> medfee_sumamt OR fund_pay_sumamt <> hifp_pay + hifmi_pay + maf_pay + maf_tilt_pay")
+    assert bad[0][0] == 0
+    assert q(loaded, "SELECT sum(hifp_pay) FROM adjudicated")[0][0] > 0
+
+
+def test_month_by_month_equals_one_run_over_all_lines(loaded, bureau):
+    """Issue 2 §7: twelve monthly runs give exactly the rows one run over all the lines would."""
+    con = store.connect(loaded, read_only=True)
+    try:
+        accepted = store.fetch_fen(con, "SELECT * EXCLUDE (run_id) FROM settlements")
+    finally:
+        con.close()
+    accepted = accepted.with_columns(pl.col("year").cast(pl.Int32) if "year" in accepted.columns else pl.lit(None))
+    regs = load_registers(bureau)
+    whole = adjudicate(accepted.drop("literal", strict=False), regs, load_policies()).adjudicated.sort("setl_id")
+    stored = adjudicated_fen(loaded)
+    cols = ["setl_id", "psn_no", "ledger", *MONEY_COLUMNS, "reason_codes", "explanation"]
+    assert stored.select(cols).to_dicts() == whole.select(cols).to_dicts()
+
+
+def test_rerun_replaces_the_month_and_reruns_later_months(loaded, bureau):
+    from flows.monthly import month_flow
+    before = adjudicated_fen(loaded)
+    counts = q(loaded, "SELECT count(*) FROM settlements")[0][0], q(loaded, "SELECT count(*) FROM rejects")[0][0]
+    ids = month_flow("2025-02", str(bureau), str(loaded))
+    assert [i[:7] for i in ids] == ["2025-02", "2025-03", "2025-04"]  # later months of the year re-run
+    after = adjudicated_fen(loaded)
+    assert after.to_dicts() == before.to_dicts()  # identical numbers, no duplicates
+    assert (q(loaded, "SELECT count(*) FROM settlements")[0][0], q(loaded, "SELECT count(*) FROM rejects")[0][0]) == counts
+    triggered = q(loaded, "SELECT triggered_by FROM runs WHERE month='2025-03' ORDER BY started_at DESC LIMIT 1")
+    assert triggered[0][0] == "rerun after 2025-02"
+
+
+def test_a_month_needs_the_month_before(bureau, tmp_path, prefect_harness):
+    from flows.monthly import RunError, month_flow
+    db = tmp_path / "gap.duckdb"
+    with pytest.raises(RunError, match="end of 2025-02, which is not loaded"):
+        month_flow("2025-03", str(bureau), str(db))
+
+
+def test_unreadable_file_fails_the_run_with_one_line_and_writes_nothing(bureau, tmp_path, prefect_harness):
+    import shutil
+
+    from flows.ingest import InputFileError
+    from flows.monthly import month_flow
+    broken = tmp_path / "in"
+    shutil.copytree(bureau / "reference", broken / "reference")
+    (broken / "2025-01").mkdir()
+    (broken / "2025-01" / "hospital_settlements.csv").write_text("setl_id,psn_no\nS1,P1\n", encoding="utf-8")
+    db = tmp_path / "b.duckdb"
+    with pytest.raises(InputFileError) as e:
+        month_flow("2025-01", str(broken), str(db))
+    assert "\n" not in str(e.value) and "hospital_settlements.csv" in str(e.value) and "missing" in str(e.value)
+    assert q(db, "SELECT status FROM runs")[0][0] == "failed"
+    assert q(db, "SELECT count(*) FROM settlements")[0][0] == 0
