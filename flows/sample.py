@@ -1,0 +1,218 @@
+"""`yibao sample`: write a synthetic bureau input folder (DATA.md §1) for a seed.
+
+Generation is pure (`transforms/synthetic.py`); this module only decides formats and encodings and writes
+files, chunk by chunk: each chunk of persons appends to the registers and writes its own part file per
+month (`hospital_settlements_part0001.parquet`, …; a run of a single chunk writes `hospital_settlements.csv`).
+Same arguments → byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from transforms import synthetic as syn
+
+REGISTERS = ["persons", "identities", "employment", "certifications", "institutions", "family_bindings",
+             "account_balances"]
+SETTLEMENT_FILES = ["hospital_settlements", "pharmacy_settlements"]
+FORMATS = ("csv", "parquet", "mixed")
+
+# (extension, encoding); encoding None = Parquet
+_MIXED_REGISTERS: dict[str, tuple[str, str | None]] = {
+    "persons": ("csv", "utf-8-sig"),
+    "identities": ("parquet", None),
+    "employment": ("csv", "utf-8"),
+    "certifications": ("csv", "utf-8"),
+    "institutions": ("csv", "gb18030"),
+    "family_bindings": ("parquet", None),
+    "account_balances": ("csv", "utf-8"),
+}
+_MIXED_HOSPITAL = [("csv", "utf-8"), ("csv", "gb18030"), ("parquet", None), ("csv", "utf-8-sig")]
+_MIXED_PHARMACY = [("csv", "utf-8"), ("parquet", None), ("csv", "gb18030")]
+
+
+def file_format(fmt: str, name: str, month: int | None = None) -> tuple[str, str | None]:
+    """(extension, encoding) of a register (`month` None) or a monthly file."""
+    if fmt == "csv":
+        return "csv", "utf-8"
+    if fmt == "parquet":
+        return "parquet", None
+    if month is None:
+        return _MIXED_REGISTERS[name]
+    if name == "hospital_settlements":
+        return _MIXED_HOSPITAL[(month - 1) % len(_MIXED_HOSPITAL)]
+    if name == "pharmacy_settlements":
+        return _MIXED_PHARMACY[(month - 1) % len(_MIXED_PHARMACY)]
+    return "csv", "utf-8"
+
+
+def _csv_bytes(text: pl.DataFrame, encoding: str, header: bool) -> bytes:
+    s = text.write_csv(include_header=header, line_terminator="\n")
+    if encoding == "utf-8-sig":
+        return (("\ufeff" if header else "") + s).encode("utf-8")
+    return s.encode(encoding)
+
+
+class _FileWriter:
+    """One output file, appended to chunk by chunk (CSV text or Parquet row groups)."""
+
+    def __init__(self, path: Path, encoding: str | None, kinds: dict[str, str]):
+        self.path = path
+        self.encoding = encoding
+        self.kinds = kinds
+        self.rows = 0
+        self._started = False
+        self._pq: pq.ParquetWriter | None = None
+        self._schema: pa.Schema | None = None
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write_text(self, text: pl.DataFrame) -> None:
+        if self.encoding is None:
+            table = syn.text_to_typed(text, self.kinds).to_arrow()
+            if self._pq is None:
+                self._schema = table.schema
+                self._pq = pq.ParquetWriter(self.path, self._schema, compression="zstd")
+            elif table.schema != self._schema:
+                table = table.cast(self._schema)
+            self._pq.write_table(table)
+        else:
+            with open(self.path, "ab" if self._started else "wb") as fh:
+                fh.write(_csv_bytes(text, self.encoding, header=not self._started))
+        self._started = True
+        self.rows += text.height
+
+    def close(self) -> None:
+        if self._pq is not None:
+            self._pq.close()
+
+
+def _write_whole(path: Path, encoding: str | None, text: pl.DataFrame, kinds: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if encoding is None:
+        syn.text_to_typed(text, kinds).write_parquet(path, compression="zstd")
+    else:
+        path.write_bytes(_csv_bytes(text, encoding, header=True))
+
+
+_GENERATED = re.compile(r"^(hospital_settlements|pharmacy_settlements|assistance_applications).*\.(csv|parquet)$")
+
+
+def _clean(out: Path) -> None:
+    """Remove files an earlier run of the generator wrote (nothing else)."""
+    ref = out / "reference"
+    for name in REGISTERS:
+        for ext in ("csv", "parquet"):
+            (ref / f"{name}.{ext}").unlink(missing_ok=True)
+    if out.exists():
+        for d in out.iterdir():
+            if d.is_dir() and re.fullmatch(r"\d{4}-\d{2}", d.name):
+                for f in d.iterdir():
+                    if f.is_file() and _GENERATED.match(f.name):
+                        f.unlink()
+                if not any(d.iterdir()):
+                    d.rmdir()
+    (out / "INJECTED.json").unlink(missing_ok=True)
+
+
+def write_sample(out: Path, persons: int = 2000, year: int = 2025, months: int = 12, seed: int = 20250101,
+                 fmt: str = "mixed", invalid_rate: float = 0.0, chunk_persons: int = 200_000) -> dict:
+    """Write registers and monthly settlement files for `persons` synthetic insured persons.
+
+    fmt: "csv" (UTF-8), "parquet", or "mixed" (some CSV in UTF-8, one with BOM, some in GB18030, some Parquet).
+    invalid_rate: fraction of settlement rows replaced by invalid rows, cycling through every reject reason;
+    their positions are written to `out/INJECTED.json`. Returns a summary (files, rows per month, injected)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {FORMATS}, not {fmt!r}")
+    if not 0.0 <= invalid_rate < 1.0:
+        raise ValueError("invalid_rate must be in [0, 1)")
+    out = Path(out)
+    p = syn.SampleParams(persons=persons, year=year, months=months, seed=seed, chunk_persons=chunk_persons)
+    out.mkdir(parents=True, exist_ok=True)
+    _clean(out)
+
+    inst = syn.Institutions.build(p)
+    writers: dict[str, _FileWriter] = {}
+    for name in REGISTERS:
+        ext, enc = file_format(fmt, name)
+        writers[name] = _FileWriter(out / "reference" / f"{name}.{ext}", enc, syn.REGISTER_KINDS[name])
+    writers["institutions"].write_text(syn.as_text(inst.register, syn.REGISTER_KINDS["institutions"]))
+
+    injector = syn.InvalidInjector(year=year, rate=invalid_rate, seed=seed)
+    injected_rows: list[dict] = []
+    files: list[str] = [str(w.path.relative_to(out)) for w in writers.values()]
+    rows_per_month: dict[str, dict[str, int]] = {m: {} for m in p.month_labels()}
+    offsets: dict[int, int] = {}
+    multi = p.n_chunks > 1
+    for chunk in range(p.n_chunks):
+        res = syn.generate_chunk(p, chunk, inst, offsets)
+        offsets = res.setl_offsets
+        for name in REGISTERS:
+            if name == "institutions":
+                continue
+            writers[name].write_text(syn.as_text(getattr(res, name), syn.REGISTER_KINDS[name]))
+        injector.start_chunk()
+        part = f"_part{chunk + 1:04d}" if multi else ""
+        apps = res.applications.with_columns(_m=pl.col("confirm_date").dt.month())
+        for month in range(1, months + 1):
+            label = f"{year}-{month:02d}"
+            month_lines = res.lines.filter(pl.col("month") == month)
+            for name, kind in zip(SETTLEMENT_FILES, ("hospital", "pharmacy"), strict=True):
+                typed = month_lines.filter(pl.col("file") == kind)
+                text = syn.as_text(typed.select(syn.SETTLEMENT_COLUMNS), syn.SETTLEMENT_KINDS)
+                ext, enc = file_format(fmt, name, month)
+                rel = f"{label}/{name}{part}.{ext}"
+                if invalid_rate > 0:
+                    text, recs = injector.inject(typed, text, month, kind)
+                    injected_rows.extend({"month": label, "file": rel, **rec} for rec in recs)
+                _write_whole(out / rel, enc, text, syn.SETTLEMENT_KINDS)
+                files.append(rel)
+                rows_per_month[label][kind] = rows_per_month[label].get(kind, 0) + text.height
+            app_m = apps.filter(pl.col("_m") == month).drop("_m")
+            if app_m.height:
+                ext, enc = file_format(fmt, "assistance_applications", month)
+                rel = f"{label}/assistance_applications{part}.{ext}"
+                _write_whole(out / rel, enc, syn.as_text(app_m, syn.REGISTER_KINDS["assistance_applications"]),
+                             syn.REGISTER_KINDS["assistance_applications"])
+                files.append(rel)
+                rows_per_month[label]["assistance_applications"] = (
+                    rows_per_month[label].get("assistance_applications", 0) + app_m.height)
+        del res
+    for w in writers.values():
+        w.close()
+
+    total = {r: 0 for r in syn.REASON_CODES}
+    for counts in injector.counts.values():
+        for r, n in counts.items():
+            total[r] += n
+    injected = {
+        "invalid_rate": invalid_rate,
+        "total": total,
+        "by_month": {m: {r: injector.counts.get(m, {}).get(r, 0) for r in syn.REASON_CODES if
+                         injector.counts.get(m, {}).get(r, 0)} for m in p.month_labels()},
+        "rows": injected_rows,
+    }
+    if invalid_rate > 0:
+        (out / "INJECTED.json").write_text(json.dumps(injected, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        files.append("INJECTED.json")
+    settlement_rows = sum(v.get("hospital", 0) + v.get("pharmacy", 0) for v in rows_per_month.values())
+    return {
+        "out": str(out),
+        "persons": persons,
+        "year": year,
+        "months": months,
+        "seed": seed,
+        "fmt": fmt,
+        "chunks": p.n_chunks,
+        "files": sorted(files),
+        "register_rows": {name: w.rows for name, w in writers.items()},
+        "rows_per_month": rows_per_month,
+        "settlement_rows": settlement_rows,
+        "invalid_injected": {r: n for r, n in total.items() if n} if invalid_rate > 0 else {},
+        "bytes": sum((out / f).stat().st_size for f in files),
+    }
