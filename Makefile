@@ -34,7 +34,7 @@ lint: bootstrap
 	$(RUN) ruff check flows transforms schemas tests benchmarks
 
 sample: bootstrap
-	$(RUN) yibao sample --out data/sample --persons 2000 --year 2025 --months 12 --seed 20250101
+	$(RUN) yibao sample --out data/sample --persons 2000 --year 2025 --months 12 --seed 20250101 --format mixed --invalid-rate 0.002
 
 clean:
 	rm -rf .venv .prefect yibao.duckdb yibao.duckdb.wal .yibao_runs
