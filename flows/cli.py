@@ -112,13 +112,15 @@ def print_summary(db: Path, year: int, elapsed: float | None = None) -> None:
         sums = con.execute("SELECT " + ", ".join(f"coalesce(sum({c}),0)" for c, _ in FUNDS)
                            + ", coalesce(sum(medfee_sumamt),0) FROM adjudicated WHERE month LIKE ?", [y]).fetchone()
         by_scheme = con.execute(
-            "SELECT region, scheme, count(*), sum(medfee_sumamt), sum(hifp_pay), sum(hifmi_pay), sum(maf_pay),"
+            "SELECT region, scheme, count(*), count(*) FILTER (WHERE reason_codes LIKE '%RULE_PENDING%'),"
+            " sum(medfee_sumamt), sum(hifp_pay), sum(hifmi_pay), sum(maf_pay),"
             " sum(maf_tilt_pay) FROM adjudicated WHERE month LIKE ? GROUP BY ALL ORDER BY ALL", [y]).fetchall()
         rejects = con.execute("SELECT reason_code, count(*) FROM rejects WHERE month LIKE ? GROUP BY 1 ORDER BY 2 DESC",
                               [y]).fetchall()
     finally:
         con.close()
-    c = Console()
+    import shutil
+    c = Console(width=max(shutil.get_terminal_size((140, 40)).columns, 120))
     t = Table(title=f"yibao {year}: {lines:,} lines adjudicated for {persons:,} persons"
               + (f" in {elapsed:.1f} s" if elapsed else ""))
     t.add_column("fund / payer")
@@ -128,10 +130,10 @@ def print_summary(db: Path, year: int, elapsed: float | None = None) -> None:
         t.add_row(f"{label} ({col})", f"{v:,.2f}")
     c.print(t)
     s = Table(title="by region and scheme")
-    for h in ("region", "scheme", "lines", "total", "hifp", "hifmi", "maf", "maf_tilt"):
+    for h in ("region", "scheme", "lines", "rules pending", "total", "hifp", "hifmi", "maf", "maf_tilt"):
         s.add_column(h, justify="right" if h not in ("region", "scheme") else "left")
     for r in by_scheme:
-        s.add_row(str(r[0]), str(r[1]), f"{r[2]:,}", *[f"{v:,.2f}" for v in r[3:]])
+        s.add_row(str(r[0]), str(r[1]), f"{r[2]:,}", f"{r[3]:,}", *[f"{v:,.2f}" for v in r[4:]])
     c.print(s)
     rj = Table(title=f"input rows {rows[0]:,} = accepted {rows[1]:,} + rejected {rows[2]:,}")
     rj.add_column("reject reason")

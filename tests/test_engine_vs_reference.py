@@ -9,22 +9,32 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flows.policies import load_policies
-from tests.builders import INSTITUTIONS, line, lines, person, registers, reversal_of
+from tests.builders import INST_SCHEMA, INSTITUTIONS, line, lines, person, registers, reversal_of
 from transforms.engine import MONEY_COLUMNS, adjudicate
 from transforms.reference.adjudicate import adjudicate_reference
 
 POL = load_policies()
 IDENTITIES = ["tekun", "orphan", "dibao", "fanpin", "dibao_edge", "monitor_unstable", "illness_poor",
               "disabled", "mental", "family_planning", "poverty_exit", "veteran"]
-MED_TYPES = ["11", "13", "21", "22", "24", "28", "52", "51", "41"]
+MED_TYPES = ["11", "13", "21", "22", "24", "28", "52", "51", "41", "9901"]
 COUNTIES = ["421302", "421321", "421381"]
+# §3.2–§3.3: certifications (kind, ICD-10) — two-disease ones, chronic/special ones inside and outside the
+# A-23 ranges, a special-drug qualification; extra institutions: a pharmacy (no level) and an out-of-city
+# village clinic; some out-of-city level-1/2 institutions get cross-region outpatient settlement.
+CERTS = [("hypertension", "I10"), ("diabetes", "E11.9"), ("chronic", "I11.9"), ("special", "E10"),
+         ("chronic", "J44"), ("special_drug", "E11"), ("chronic", "I16")]
+EXTRA_INSTITUTIONS = [("PH1", "药房", "pharmacy", None, "pharmacy", "421302", False),
+                      ("XGV", "卫生室", "hospital", "1", "village_clinic", "420602", False)]
+MAY_ENABLE = ["WH1", "WH2", "XGV"]
+HOSPITALS = [c for c, *_ in INSTITUTIONS] + ["XGV"]
 COMPARED = [c for c in MONEY_COLUMNS if c not in ("cls_a_amt", "cls_b_amt", "fulamt_ownpay_amt", "overlmt_selfpay")]
 
 
 @st.composite
 def population(draw):
     n = draw(st.integers(1, 4))
-    persons, idents, rows = [], [], []
+    persons, idents, rows, certs = [], [], [], []
+    enabled = draw(st.lists(st.sampled_from(MAY_ENABLE), unique=True))
     for i in range(n):
         pid = f"P{i}"
         persons.append(person(pid, admdvs=draw(st.sampled_from(COUNTIES)), rural=draw(st.booleans())))
@@ -32,36 +42,61 @@ def population(draw):
             begin = dt.date(2025, 1, 1) + dt.timedelta(days=draw(st.integers(-30, 500)))
             end = draw(st.one_of(st.none(), st.just(begin + dt.timedelta(days=draw(st.integers(0, 300))))))
             idents.append((pid, ident, begin, end))
+        codes = []
+        for j, (kind, codg) in enumerate(draw(st.lists(st.sampled_from(CERTS), max_size=3))):
+            begin = dt.date(2025, 1, 1) + dt.timedelta(days=draw(st.integers(-30, 400)))
+            end = draw(st.one_of(st.none(), st.just(begin + dt.timedelta(days=draw(st.integers(0, 300))))))
+            certs.append((pid, f"{pid}C{j}", codg, kind, begin, end))
+            codes.append(f"{pid}C{j}")
         mine = []
         for _ in range(draw(st.integers(0, 8))):
             day = dt.datetime(2025, 1, 1, 8) + dt.timedelta(days=draw(st.integers(0, 500)),
                                                             minutes=draw(st.integers(0, 600)))
-            big = draw(st.booleans())
-            a = draw(st.integers(0, 20_000_000 if big else 300_000))
-            b = draw(st.integers(0, 3_000_000 if big else 50_000))
-            mine.append(line(pid, day.strftime("%Y-%m-%d %H:%M:%S"), draw(st.sampled_from([c for c, *_ in INSTITUTIONS])),
-                             med_type=draw(st.sampled_from(MED_TYPES)), a=a, b=b,
+            size = draw(st.sampled_from(["tiny", "small", "big"]))
+            a = draw(st.integers(0, {"tiny": 12_000, "small": 300_000, "big": 20_000_000}[size]))
+            b = draw(st.integers(0, {"tiny": 4_000, "small": 50_000, "big": 3_000_000}[size]))
+            med_type = draw(st.sampled_from(MED_TYPES))
+            inst = draw(st.sampled_from(HOSPITALS + (["PH1"] if med_type in ("41", "9901") else [])))
+            if mine and draw(st.booleans()):  # another visit on the same day (A-20), often at the same place
+                day = mine[-1]["setl_time"] + dt.timedelta(minutes=draw(st.integers(1, 120)))
+                if mine[-1]["setl_time"].date() != day.date():
+                    day = mine[-1]["setl_time"] + dt.timedelta(seconds=1)
+                if draw(st.booleans()) and (mine[-1]["fixmedins_code"] != "PH1" or med_type in ("41", "9901")):
+                    inst = mine[-1]["fixmedins_code"]
+            mine.append(line(pid, day.strftime("%Y-%m-%d %H:%M:%S"), inst,
+                             med_type=med_type, a=a, b=b,
                              own=draw(st.integers(0, 50_000)), over=draw(st.integers(0, 5_000)),
                              offsite_type=draw(st.sampled_from([None, "101", "903"])),
                              is_emergency_rescue=draw(st.booleans()),
-                             trauma_report_no=draw(st.sampled_from([None, "R1"]))))
+                             trauma_report_no=draw(st.sampled_from([None, "R1"])),
+                             dise_cert_code=draw(st.sampled_from([None, *codes])) if med_type == "9901" else None,
+                             presc_fixmedins_code=draw(st.sampled_from([None, "SZ1", "SZ3"]))
+                             if inst == "PH1" else None))
         rows += mine
         if mine and draw(st.booleans()):
             orig = draw(st.sampled_from(mine))
             later = orig["setl_time"] + dt.timedelta(days=draw(st.integers(0, 40)), seconds=1)
             rows.append(reversal_of(orig, later.strftime("%Y-%m-%d %H:%M:%S")))
-    return persons, idents, rows
+    return persons, idents, rows, (certs, enabled)
 
 
 def _typed(rows: list[dict]) -> list[dict]:
     return lines(rows).to_dicts()
 
 
+def _registers(persons, idents, extra) -> dict[str, pl.DataFrame]:
+    certs, enabled = extra
+    regs = registers(persons, identities=idents, certifications=certs)
+    inst = pl.concat([regs["institutions"], pl.DataFrame(EXTRA_INSTITUTIONS, schema=INST_SCHEMA, orient="row")])
+    regs["institutions"] = inst.with_columns(pl.col("fixmedins_code").is_in(enabled).alias("offsite_outpatient_enabled"))
+    return regs
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(population())
 def test_engine_equals_reference(pop):
-    persons, idents, rows = pop
-    regs = registers(persons, identities=idents)
+    persons, idents, rows, extra = pop
+    regs = _registers(persons, idents, extra)
     engine = adjudicate(lines(rows), regs, POL).adjudicated
     ref, _ = adjudicate_reference(_typed(rows), {k: v.to_dicts() for k, v in regs.items()}, POL)
     got = engine.select(["setl_id", *COMPARED]).sort("setl_id").to_dicts()
@@ -78,8 +113,8 @@ def _split_by_month(rows):
 @given(population())
 def test_month_by_month_equals_one_run(pop):
     """DESIGN 'Incremental months': carried accumulators make monthly runs equal one run over all lines."""
-    persons, idents, rows = pop
-    regs = registers(persons, identities=idents)
+    persons, idents, rows, extra = pop
+    regs = _registers(persons, idents, extra)
     whole = adjudicate(lines(rows), regs, POL).adjudicated.sort("setl_id")
     carried = None
     done = []

@@ -79,3 +79,8 @@ LATER = [critical_illness]
 from transforms.reference.resident_out_of_scope import out_of_scope  # noqa: E402  (§3.10)
 
 LATER.append(out_of_scope)
+
+from transforms.reference import resident_outpatient  # noqa: E402  (§3.2–§3.3)
+
+BASIC.update(outpatient_pool=resident_outpatient.outpatient_pool, two_disease=resident_outpatient.two_disease,
+             pharmacy=resident_outpatient.pharmacy)

@@ -13,3 +13,7 @@ LATER = [critical_illness.STAGE]
 from transforms.resident import out_of_scope  # noqa: E402  (§3.10, institution share: after assistance)
 
 LATER.append(out_of_scope.STAGE)
+
+from transforms.resident import outpatient  # noqa: E402  (§3.2–§3.3, outpatient pooling, two-disease, pharmacy)
+
+BASIC.append(outpatient.STAGE)
