@@ -15,7 +15,8 @@ from transforms.reference.adjudicate import adjudicate_reference
 
 POL = load_policies()
 IDENTITIES = ["tekun", "orphan", "dibao", "fanpin", "dibao_edge", "monitor_unstable", "illness_poor",
-              "disabled", "mental", "family_planning", "poverty_exit", "veteran"]
+              "disabled", "mental", "family_planning", "poverty_exit", "veteran",
+              "monitor_edge", "monitor_sudden", "other_hardship"]  # §3.9: every assistance class and a non-class
 MED_TYPES = ["11", "13", "21", "22", "24", "28", "52", "51", "41", "9901"]
 COUNTIES = ["421302", "421321", "421381"]
 # §3.2–§3.3: certifications (kind, ICD-10) — two-disease ones, chronic/special ones inside and outside the

@@ -135,8 +135,11 @@ def _join_originals(df: pl.DataFrame, originals: pl.DataFrame | None) -> pl.Data
     df = df.with_columns(pl.col("orig_setl_id").is_not_null().alias("is_reversal"))
     if originals is None or originals.height == 0:
         originals = pl.DataFrame(schema={"setl_id": pl.String, **{c: pl.Int64 for c in REVERSED_COLUMNS}})
+    # The original's reason codes tell later stages what it was eligible for on its own date (§3.9 MAF_CLASS_n).
+    codes = pl.col("reason_codes") if "reason_codes" in originals.columns else pl.lit(None, pl.String)
     orig = originals.select(pl.col("setl_id").alias("orig_setl_id"),
-                            *[(-pl.col(c).cast(pl.Int64)).alias(f"rev_{c}") for c in REVERSED_COLUMNS])
+                            *[(-pl.col(c).cast(pl.Int64)).alias(f"rev_{c}") for c in REVERSED_COLUMNS],
+                            codes.alias("rev_reason_codes"))
     return df.join(orig, on="orig_setl_id", how="left", maintain_order="left")
 
 
@@ -216,7 +219,9 @@ def _totals(df: pl.DataFrame) -> pl.DataFrame:
     df = df.with_columns((pl.col("medfee_sumamt") - pl.col("fund_pay_sumamt") - pl.col("hosp_part_amt")).alias("psn_part_amt"))
     df = df.with_columns((pl.col("psn_part_amt") - pl.col("acct_pay") - pl.col("acct_mulaid_pay")).alias("psn_cash_pay"))
     # §3.9 pay-after-treatment: informational flag on stays of rural low-income persons in their county.
-    return df.with_columns(pl.lit(False).alias("deposit_waived"))
+    # (set by the assistance stage, transforms/resident/assistance.py; false where no stage set it)
+    waived = pl.col("deposit_waived").fill_null(False) if "deposit_waived" in df.columns else pl.lit(False)
+    return df.with_columns(waived.alias("deposit_waived"))
 
 
 def _explain(df: pl.DataFrame) -> pl.DataFrame:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from transforms.money import apply_rate, rate_to_bp, round_half_up_div
 from transforms.params import yuan_to_fen
 from transforms.reference.adjudicate import Ctx, record
+from transforms.reference.resident_assistance import assistance
 
 
 def class_b(res: dict, ctx: Ctx) -> None:
@@ -74,7 +75,7 @@ def critical_illness(res: dict, ctx: Ctx) -> None:
 
 
 BASIC = {"inpatient": stay, "maternity": stay, "day_surgery": stay}
-LATER = [critical_illness]
+LATER = [critical_illness, assistance]
 
 from transforms.reference.resident_out_of_scope import out_of_scope  # noqa: E402  (§3.10)
 

@@ -5,10 +5,10 @@ LATER: stages after the annual cap (critical illness, assistance, institution sh
 A ledger no basic stage handles is adjudicated with no fund and the reason RULE_PENDING.
 """
 
-from transforms.resident import critical_illness, inpatient
+from transforms.resident import assistance, critical_illness, inpatient
 
 BASIC = [inpatient.STAGE]
-LATER = [critical_illness.STAGE]
+LATER = [critical_illness.STAGE, assistance.STAGE]
 
 from transforms.resident import out_of_scope  # noqa: E402  (§3.10, institution share: after assistance)
 
