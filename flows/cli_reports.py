@@ -1,15 +1,126 @@
-"""Commands for auditors and analysts (DATA.md §5: report, audit, explain), read-only on the database."""
+"""Commands for auditors and analysts (DATA.md §5: report, audit, explain), read-only on the database.
+
+  yibao report fund-expenditure --year Y [--month M] --format csv|xlsx|parquet|html --out FILE [--db FILE]
+  yibao audit out-of-scope [--year Y] [--month M] [--format table|csv|xlsx] [--out FILE] [--all] [--db FILE]
+  yibao audit discrepancies [--year Y] [--month M] [--format table|csv|xlsx] [--out FILE] [--detail] [--db FILE]
+  yibao explain PSN_NO [--year Y] [--db FILE]
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
-COMMANDS: set[str] = set()
+COMMANDS: set[str] = {"report", "audit", "explain"}
+
+
+def _db_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", type=Path, default=None, help="DuckDB file (default $YIBAO_DB or yibao.duckdb), opened read-only")
+
+
+def _period_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--year", type=int, default=None, help="YYYY (default: every month in the database)")
+    p.add_argument("--month", default=None, help="YYYY-MM")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add the reporting subcommands to the `yibao` parser."""
+    rep = sub.add_parser("report", help="reports for analysts (read-only on the database)")
+    rsub = rep.add_subparsers(dest="what", required=True)
+    fe = rsub.add_parser("fund-expenditure", help="fund expenditure by month, region, scheme, ledger, level and fund")
+    fe.add_argument("--year", type=int, required=True)
+    fe.add_argument("--month", default=None, help="YYYY-MM (default: the whole year)")
+    fe.add_argument("--format", dest="fmt", choices=["csv", "xlsx", "parquet", "html"], required=True)
+    fe.add_argument("--out", type=Path, required=True)
+    _db_arg(fe)
+
+    aud = sub.add_parser("audit", help="audits for auditors (read-only on the database)")
+    asub = aud.add_subparsers(dest="what", required=True)
+    oos = asub.add_parser("out-of-scope", help="POLICY §3.10: rural low-income stays over their out-of-scope limit")
+    _period_args(oos)
+    oos.add_argument("--format", dest="fmt", choices=["table", "csv", "xlsx"], default="table")
+    oos.add_argument("--out", type=Path, default=None, help="file for csv (default stdout) or xlsx (required)")
+    oos.add_argument("--all", action="store_true", help="csv: every rural low-income stay, not only violations")
+    _db_arg(oos)
+    dis = asub.add_parser("discrepancies", help="institution-reported amounts that differ from the adjudicated ones")
+    _period_args(dis)
+    dis.add_argument("--format", dest="fmt", choices=["table", "csv", "xlsx"], default="table")
+    dis.add_argument("--out", type=Path, default=None, help="file for csv (default stdout) or xlsx (required)")
+    dis.add_argument("--detail", action="store_true", help="table/csv: every settlement × fund, not the summary")
+    _db_arg(dis)
+
+    ex = sub.add_parser("explain", help="one person's year: every line, every fund, every accumulator")
+    ex.add_argument("psn_no")
+    ex.add_argument("--year", type=int, default=None, help="default: the person's latest year in the database")
+    _db_arg(ex)
 
 
 def dispatch(args: argparse.Namespace) -> int:
+    from flows import reports
+    from flows.settings import default_db
+
+    db = args.db or default_db()
+    con = reports.open_readonly(db)
+    try:
+        if args.cmd == "report" and args.what == "fund-expenditure":
+            return _fund_expenditure(reports, con, args)
+        if args.cmd == "audit" and args.what == "out-of-scope":
+            return _out_of_scope(reports, con, args)
+        if args.cmd == "audit" and args.what == "discrepancies":
+            return _discrepancies(reports, con, args)
+        if args.cmd == "explain":
+            print(reports.explain_person(con, args.psn_no, args.year))
+            return 0
+    finally:
+        con.close()
     raise SystemExit(f"unknown command {args.cmd}")
+
+
+def _need_out(args: argparse.Namespace) -> None:
+    if args.fmt == "xlsx" and args.out is None:
+        raise ValueError("--format xlsx needs --out FILE")
+
+
+def _fund_expenditure(reports, con, args) -> int:
+    reports.period_filter(args.year, args.month)  # validates --month against --year
+    reports.write_fund_expenditure(con, args.year, args.month, args.fmt, args.out)
+    print(f"fund expenditure {reports.period_text(args.year, args.month)} written to {args.out} ({args.fmt})",
+          file=sys.stderr)
+    return 0
+
+
+def _out_of_scope(reports, con, args) -> int:
+    _need_out(args)
+    t = reports.out_of_scope_audit(con, args.year, args.month)
+    summary = reports.out_of_scope_summary(t)
+    if args.fmt == "table":
+        print(summary)
+        reports.print_table(t["by_institution"])
+        reports.print_table(reports.narrow(t["violations"], reports.TERMINAL_STAY_COLUMNS), limit=50)
+    elif args.fmt == "csv":
+        reports.write_csv(t["stays"] if args.all else t["violations"], args.out)
+        print(summary, file=sys.stderr)
+    else:
+        reports.write_xlsx([t["by_institution"], t["violations"], t["stays"]], args.out)
+        print(f"{summary}; written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _discrepancies(reports, con, args) -> int:
+    _need_out(args)
+    t = reports.discrepancy_audit(con, args.year, args.month)
+    inst = t["institutions"].df
+    summary = (f"{int(inst['reported_settlements'].sum() or 0)} settlements with reported amounts, "
+               f"{int(inst['differing_settlements'].sum() or 0)} differ from the adjudicated amounts "
+               f"({t['detail'].df.height} settlement × fund differences)")
+    if args.fmt == "table":
+        print(summary)
+        reports.print_table(t["detail"] if args.detail else t["summary"], limit=100 if args.detail else None)
+    elif args.fmt == "csv":
+        reports.write_csv(t["detail"] if args.detail else t["summary"], args.out)
+        print(summary, file=sys.stderr)
+    else:
+        reports.write_xlsx([t["summary"], t["institutions"], t["detail"]], args.out)
+        print(f"{summary}; written to {args.out}", file=sys.stderr)
+    return 0

@@ -65,6 +65,8 @@ def connect(db: Path | str, read_only: bool = False) -> duckdb.DuckDBPyConnectio
     con = duckdb.connect(str(db), read_only=read_only)
     if not read_only:
         con.execute(DDL)
+        from flows.views import create_views
+        create_views(con)  # auditors' and analysts' views (flows/views.py)
     return con
 
 

@@ -1,0 +1,217 @@
+"""Views for auditors and analysts (DATA.md §4), and the small tables they read.
+
+`create_views(con)` is called by `flows.store.connect` on every writable connection: it (re)creates
+
+- `persons` (if missing): the masked person snapshot (`flows.reports.person_snapshot`); never a
+  certificate number or a name in clear;
+- `policy_out_of_scope_limits`: POLICY §3.10 limits by date, relation and level, from policies/;
+- the views `v_out_of_scope_stays`, `v_out_of_scope_by_institution`, `v_discrepancies`,
+  `v_reported_vs_adjudicated`, `v_fund_lines`, `v_fund_expenditure`, `v_in_county_inpatient_ratio`.
+
+A read-only connection cannot create anything in the file: `create_views(con, temporary=True)` makes
+the same objects as TEMP ones (they shadow stored ones of an older definition), which the report
+commands do on the read-only connections they open.
+
+Money columns stay DECIMAL(18,2) yuan; ratios are DECIMAL(9,4) fractions (0.0800 = 8%), computed
+half-up to the basis point; nothing here goes through a float.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import polars as pl
+
+# Payers of a line (DATA.md §4), in the order of POLICY §1.3, with their Chinese names.
+FUNDS: list[tuple[str, str]] = [
+    ("hifp_pay", "统筹基金"), ("hifmi_pay", "大病保险"), ("maf_pay", "医疗救助(基本)"),
+    ("maf_tilt_pay", "医疗救助(倾斜)"), ("hosp_part_amt", "医疗机构承担"), ("acct_pay", "个人账户"),
+    ("acct_mulaid_pay", "家庭共济账户"), ("psn_cash_pay", "个人现金"),
+]
+POOLED_FUNDS = ["hifp_pay", "hifmi_pay", "maf_pay", "maf_tilt_pay"]  # fund_pay_sumamt
+# Institution-reported amounts (DATA.md §2 names in `settlements`) → the adjudicated amount they are compared with.
+# The platform's maf_pay is all medical assistance: it is compared with maf_pay + maf_tilt_pay.
+REPORTED: list[tuple[str, str]] = [
+    ("hifp_pay", "a.hifp_pay"), ("hifmi_pay", "a.hifmi_pay"), ("maf_pay", "(a.maf_pay + a.maf_tilt_pay)"),
+    ("acct_pay", "a.acct_pay"), ("acct_mulaid_pay", "a.acct_mulaid_pay"), ("psn_cash_pay", "a.psn_cash_pay"),
+]
+STAY_LEDGERS = ("inpatient", "maternity", "day_surgery")
+OOS_CODES = ("OUT_OF_SCOPE_NOT_CONTROLLED", "OUT_OF_SCOPE_WITHIN_LIMIT", "OUT_OF_SCOPE_VIOLATION",
+             "OUT_OF_SCOPE_EXCESS_TO_INSTITUTION")
+
+# The masked person snapshot (flows.reports.person_snapshot writes it; the run replaces it whole).
+PERSONS_COLUMNS: dict[str, str] = {
+    "psn_no": "VARCHAR", "certno_masked": "VARCHAR", "certno_digest": "VARCHAR", "psn_name_masked": "VARCHAR",
+    "gend": "VARCHAR", "birth_year": "INTEGER", "insutype": "VARCHAR", "insuplc_admdvs": "VARCHAR",
+    "rural": "BOOLEAN", "identity_group": "VARCHAR", "as_of": "DATE",
+}
+PERSONS_DDL = "CREATE {temp}TABLE IF NOT EXISTS persons ({cols})"
+
+VIEWS = ("v_out_of_scope_stays", "v_out_of_scope_by_institution", "v_discrepancies", "v_reported_vs_adjudicated",
+         "v_fund_lines", "v_fund_expenditure", "v_in_county_inpatient_ratio")
+
+
+def ratio_sql(num: str, den: str) -> str:
+    """num / den as a DECIMAL(9,4) fraction, half-up to the basis point, exact (null when den ≤ 0)."""
+    n = f"CAST(round(({num}) * 100) AS HUGEINT)"
+    d = f"CAST(round(({den}) * 100) AS HUGEINT)"
+    return (f"CASE WHEN ({den}) > 0 THEN CAST(CAST((2 * {n} * 10000 + {d}) // (2 * {d}) AS DECIMAL(18,0))"
+            f" * CAST(0.0001 AS DECIMAL(5,4)) AS DECIMAL(9,4)) END")
+
+
+def _labels(pairs: list[tuple[str, str]], key: str, label: str) -> str:
+    rows = ", ".join(f"('{k}', '{v}')" for k, v in pairs)
+    return f"(VALUES {rows}) AS {label}_t({key}, {label})"
+
+
+def _table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchall()[0][0])
+
+
+def out_of_scope_limits(policies=None) -> pl.DataFrame:
+    """POLICY §3.10 limits as rows (since, relation, hosp_lv, limit_bp); limit_bp null = not controlled."""
+    from transforms.resident.out_of_scope import NOT_CONTROLLED, limit_frame
+
+    if policies is None:
+        from flows.policies import load_policies
+        policies = load_policies()
+    f = limit_frame(policies)
+    key = pl.col("__oos_key").str.split_exact(":", 1)
+    return f.select(
+        "since",
+        key.struct.field("field_0").alias("relation"),
+        key.struct.field("field_1").alias("hosp_lv"),
+        pl.when(pl.col("oos_limit_raw") == NOT_CONTROLLED).then(None).otherwise(pl.col("oos_limit_raw"))
+        .cast(pl.Int32).alias("limit_bp"),
+    )
+
+
+def create_views(con: duckdb.DuckDBPyConnection, temporary: bool = False, policies=None) -> None:
+    """(Re)create the auditors' and analysts' views; TEMP ones on a read-only connection."""
+    temp = "TEMP " if temporary else ""
+    cols = ", ".join(f"{c} {t}" for c, t in PERSONS_COLUMNS.items())
+    if not temporary or not _table_exists(con, "persons"):
+        con.execute(PERSONS_DDL.format(temp=temp, cols=cols))
+    limits = out_of_scope_limits(policies)
+    con.register("__oos_limits", limits)
+    try:
+        con.execute(f"CREATE OR REPLACE {temp}TABLE policy_out_of_scope_limits AS "
+                    "SELECT since, relation, hosp_lv, limit_bp FROM __oos_limits ORDER BY ALL")
+    finally:
+        con.unregister("__oos_limits")
+    for sql in view_statements(temp):
+        con.execute(sql)
+
+
+def view_statements(temp: str = "") -> list[str]:
+    oos_codes = ", ".join(f"'{c}'" for c in OOS_CODES)
+    stays = f"""
+CREATE OR REPLACE {temp}VIEW v_out_of_scope_stays AS
+WITH rev AS (
+  SELECT orig_setl_id, min(setl_id) AS reversal_setl_id FROM adjudicated
+  WHERE orig_setl_id IS NOT NULL GROUP BY orig_setl_id
+), s AS (
+  SELECT a.*, string_split(a.reason_codes, ',') AS codes, CAST(a.setl_time AS DATE) AS setl_date,
+    CASE WHEN a.in_county THEN 'in_county' WHEN a.in_province THEN 'out_of_county_in_province'
+         ELSE 'out_of_province' END AS relation,
+    a.fulamt_ownpay_amt + a.overlmt_selfpay AS out_of_scope_amt
+  FROM adjudicated a
+  WHERE a.orig_setl_id IS NULL AND list_has_any(string_split(a.reason_codes, ','), [{oos_codes}])
+)
+SELECT s.month, s.setl_id, s.mdtrt_id, s.psn_no, p.psn_name_masked, p.certno_masked,
+  s.fixmedins_code, s.hosp_lv, s.relation, s.in_city, s.ledger, s.setl_time,
+  s.medfee_sumamt AS total_amt, s.fulamt_ownpay_amt, s.overlmt_selfpay, s.out_of_scope_amt,
+  {ratio_sql('s.out_of_scope_amt', 's.medfee_sumamt')} AS out_of_scope_ratio,
+  l.limit_bp,
+  CAST(CAST(l.limit_bp AS DECIMAL(18,0)) * CAST(0.0001 AS DECIMAL(5,4)) AS DECIMAL(9,4)) AS limit_rate,
+  list_has_any(s.codes, ['OUT_OF_SCOPE_VIOLATION', 'OUT_OF_SCOPE_EXCESS_TO_INSTITUTION']) AS violation,
+  CAST(CASE WHEN list_has_any(s.codes, ['OUT_OF_SCOPE_VIOLATION', 'OUT_OF_SCOPE_EXCESS_TO_INSTITUTION'])
+    THEN s.out_of_scope_amt - round(CAST(l.limit_bp AS DECIMAL(18,0)) * CAST(s.medfee_sumamt AS DECIMAL(38,2))
+                                    * CAST(0.0001 AS DECIMAL(5,4)), 2)
+    ELSE 0 END AS DECIMAL(18,2)) AS excess_amt,
+  list_contains(s.codes, 'OUT_OF_SCOPE_EXCESS_TO_INSTITUTION') AS excess_to_institution,
+  s.hosp_part_amt, s.fund_pay_sumamt, s.psn_part_amt,
+  rev.reversal_setl_id IS NOT NULL AS reversed, rev.reversal_setl_id
+FROM s
+ASOF LEFT JOIN policy_out_of_scope_limits l
+  ON l.relation = s.relation AND l.hosp_lv = s.hosp_lv AND s.setl_date >= l.since
+LEFT JOIN persons p ON p.psn_no = s.psn_no
+LEFT JOIN rev ON rev.orig_setl_id = s.setl_id
+"""
+    by_inst = f"""
+CREATE OR REPLACE {temp}VIEW v_out_of_scope_by_institution AS
+SELECT fixmedins_code, month, any_value(hosp_lv) AS hosp_lv, bool_or(in_city) AS in_city,
+  count(*) AS stays, count(*) FILTER (WHERE violation) AS violations,
+  CAST(sum(total_amt) AS DECIMAL(18,2)) AS total_amt,
+  CAST(sum(out_of_scope_amt) AS DECIMAL(18,2)) AS out_of_scope_amt,
+  {ratio_sql('sum(out_of_scope_amt)', 'sum(total_amt)')} AS out_of_scope_ratio,
+  CAST(sum(excess_amt) AS DECIMAL(18,2)) AS excess_amt,
+  CAST(sum(hosp_part_amt) AS DECIMAL(18,2)) AS hosp_part_amt
+FROM v_out_of_scope_stays
+WHERE limit_bp IS NOT NULL AND NOT reversed
+GROUP BY fixmedins_code, month
+"""
+    common = ("month, setl_id, psn_no, fixmedins_code, hosp_lv, ledger, med_type, setl_time, orig_setl_id, "
+              "source_file, source_row")
+    pairs = "\nUNION ALL\n".join(
+        f"SELECT {common}, '{f}' AS fund, r_{f} AS reported_amt, a_{f} AS adjudicated_amt FROM j"
+        for f, _ in REPORTED)
+    both = ",\n    ".join(f"s.{f} AS r_{f}, CAST({adj} AS DECIMAL(18,2)) AS a_{f}" for f, adj in REPORTED)
+    disc = f"""
+CREATE OR REPLACE {temp}VIEW v_discrepancies AS
+WITH j AS (
+  SELECT s.month, s.setl_id, s.psn_no, s.fixmedins_code, a.hosp_lv, a.ledger, s.med_type, s.setl_time,
+    s.orig_setl_id, s.source_file, s.source_row,
+    {both}
+  FROM settlements s JOIN adjudicated a ON a.setl_id = s.setl_id AND a.month = s.month
+), long AS (
+{pairs}
+)
+SELECT {common}, fund, reported_amt, adjudicated_amt,
+  CAST(reported_amt - adjudicated_amt AS DECIMAL(18,2)) AS difference
+FROM long
+WHERE reported_amt IS NOT NULL AND reported_amt <> adjudicated_amt
+"""
+    wide_cols = ",\n  ".join(
+        f"s.{f} AS reported_{f}, CAST({adj} AS DECIMAL(18,2)) AS {f}, "
+        f"CAST(s.{f} - {adj} AS DECIMAL(18,2)) AS diff_{f}" for f, adj in REPORTED)
+    any_diff = " OR ".join(f"(s.{f} IS NOT NULL AND s.{f} <> {adj})" for f, adj in REPORTED)
+    any_reported = " OR ".join(f"s.{f} IS NOT NULL" for f, _ in REPORTED)
+    wide = f"""
+CREATE OR REPLACE {temp}VIEW v_reported_vs_adjudicated AS
+SELECT s.month, s.setl_id, s.psn_no, s.fixmedins_code, a.ledger, s.setl_time,
+  {wide_cols},
+  ({any_diff}) AS differs
+FROM settlements s JOIN adjudicated a ON a.setl_id = s.setl_id AND a.month = s.month
+WHERE {any_reported}
+"""
+    fund_cols = ", ".join(f for f, _ in FUNDS)
+    lines = f"""
+CREATE OR REPLACE {temp}VIEW v_fund_lines AS
+SELECT CAST(substr(month, 1, 4) AS INTEGER) AS year, month, region, scheme, insutype, ledger, hosp_lv,
+  fixmedins_code, psn_no, setl_id, orig_setl_id, in_county, in_city, fund, fund_label, amount
+FROM (UNPIVOT (SELECT month, region, scheme, insutype, ledger, hosp_lv, fixmedins_code, psn_no, setl_id,
+                      orig_setl_id, in_county, in_city, {fund_cols} FROM adjudicated)
+      ON {fund_cols} INTO NAME fund VALUE amount) u
+JOIN {_labels(FUNDS, 'fund', 'fund_label')} USING (fund)
+"""
+    expenditure = f"""
+CREATE OR REPLACE {temp}VIEW v_fund_expenditure AS
+SELECT year, month, region, scheme, ledger, hosp_lv, fund, any_value(fund_label) AS fund_label,
+  CAST(sum(amount) AS DECIMAL(18,2)) AS amount, count(*) AS lines, count(DISTINCT psn_no) AS persons
+FROM v_fund_lines
+WHERE amount <> 0
+GROUP BY year, month, region, scheme, ledger, hosp_lv, fund
+"""
+    stay_ledgers = ", ".join(f"'{x}'" for x in STAY_LEDGERS)
+    ratio = f"""
+CREATE OR REPLACE {temp}VIEW v_in_county_inpatient_ratio AS
+SELECT CAST(substr(month, 1, 4) AS INTEGER) AS year, month,
+  count(*) FILTER (WHERE orig_setl_id IS NULL) AS stays,
+  CAST(sum(inscp_scp_amt) AS DECIMAL(18,2)) AS inscp_scp_amt,
+  CAST(sum(hifp_pay) AS DECIMAL(18,2)) AS hifp_pay,
+  {ratio_sql('sum(hifp_pay)', 'sum(inscp_scp_amt)')} AS payment_ratio
+FROM adjudicated
+WHERE region = 'suizhou' AND scheme = 'resident' AND in_county AND ledger IN ({stay_ledgers})
+GROUP BY month
+"""
+    return [stays, by_inst, disc, wide, lines, expenditure, ratio]
