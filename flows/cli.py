@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--db", type=Path, default=None)
     d.add_argument("--year", type=int, default=2025)
 
+    v = sub.add_parser("serve", help="the scheduled monthly deployment (1st of the month, 02:00 Asia/Shanghai)")
+    v.add_argument("--input", type=Path, default=None)
+    v.add_argument("--db", type=Path, default=None)
+
     from flows import cli_reports
     cli_reports.add_commands(sub)
     return p
@@ -59,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.cmd == "demo":
             return _demo(args)
+        if args.cmd == "serve":
+            from flows.schedule import serve
+            serve(str((args.input or default_input()).resolve()), str((args.db or default_db()).resolve()))
+            return 0
         from flows import cli_reports
         if args.cmd in cli_reports.COMMANDS:
             return cli_reports.dispatch(args)
