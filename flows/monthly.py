@@ -8,12 +8,15 @@ write to the database is `persist`, one transaction per month (flows/store.py).
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -181,14 +184,37 @@ def _later_loaded(db: str, month: str) -> list[tuple[str, str]]:
         con.close()
 
 
+@contextmanager
+def writer_lock(db: str):
+    """One writer at a time per database: a second run refuses at once (it never waits)."""
+    lock_path = Path(str(db) + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(lock_path, "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise RunError(f"{db} is being written by another yibao run ({holder}); try again when it ends") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} since {dt.datetime.now():%Y-%m-%d %H:%M:%S}")
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
 @flow(name="yibao-month", log_prints=False)
 def month_flow(month: str, input_dir: str, db: str) -> list[str]:
     """Run one month; then re-run the later months of that year already loaded (DATA.md §5)."""
-    later = _later_loaded(db, month)
-    run_ids = [_run_one_month(month, input_dir, db, "user")]
-    for m, their_input in later:
-        run_ids.append(_run_one_month(m, their_input, db, f"rerun after {month}"))
-    return run_ids
+    with writer_lock(db):
+        later = _later_loaded(db, month)
+        run_ids = [_run_one_month(month, input_dir, db, "user")]
+        for m, their_input in later:
+            run_ids.append(_run_one_month(m, their_input, db, f"rerun after {month}"))
+        return run_ids
 
 
 @flow(name="yibao-year", log_prints=False)
@@ -197,4 +223,5 @@ def year_flow(year: int, input_dir: str, db: str) -> list[str]:
     months = sorted(p.name for p in Path(input_dir).glob(f"{year}-[01][0-9]") if p.is_dir() and MONTH_RE.match(p.name))
     if not months:
         raise RunError(f"no month folders {year}-MM under {input_dir}")
-    return [_run_one_month(m, input_dir, db, f"year {year}") for m in months]
+    with writer_lock(db):
+        return [_run_one_month(m, input_dir, db, f"year {year}") for m in months]

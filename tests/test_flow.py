@@ -127,3 +127,14 @@ def test_unreadable_file_fails_the_run_with_one_line_and_writes_nothing(bureau, 
     assert "\n" not in str(e.value) and "hospital_settlements.csv" in str(e.value) and "missing" in str(e.value)
     assert q(db, "SELECT status FROM runs")[0][0] == "failed"
     assert q(db, "SELECT count(*) FROM settlements")[0][0] == 0
+
+
+def test_a_second_writer_refuses_at_once(tmp_path):
+    from flows.monthly import RunError, writer_lock
+    db = str(tmp_path / "w.duckdb")
+    with writer_lock(db):
+        with pytest.raises(RunError, match="being written by another yibao run"):
+            with writer_lock(db):
+                pass
+    with writer_lock(db):  # released
+        pass
