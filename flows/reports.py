@@ -40,6 +40,7 @@ from flows.views import FUNDS, POOLED_FUNDS, create_views
 
 MONTH_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+XLSX_MAX_ROWS = 1_048_576 - 3  # an xlsx sheet's rows, less the title, label and code rows
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 FUND_LABEL = dict(FUNDS)
@@ -212,9 +213,13 @@ def write_csv(table: Table, out: Path | str | None) -> None:
 
 
 def write_xlsx(tables: list[Table], out: Path | str) -> None:
-    """Each table on its own sheet: Chinese labels (row 1) above the codes (row 2), then the rows."""
+    """Each table on its own sheet: a title row, the Chinese labels above the codes, then the rows."""
     import xlsxwriter
 
+    for t in tables:
+        if t.df.height > XLSX_MAX_ROWS:
+            raise ValueError(f"{t.name}: {t.df.height:,} rows do not fit in an xlsx sheet "
+                             f"({XLSX_MAX_ROWS:,} at most): use --format csv")
     wb = xlsxwriter.Workbook(str(out), {"strings_to_formulas": False, "strings_to_urls": False,
                                         "strings_to_numbers": False})
     try:

@@ -115,7 +115,8 @@ WITH rev AS (
          ELSE 'out_of_province' END AS relation,
     a.fulamt_ownpay_amt + a.overlmt_selfpay AS out_of_scope_amt
   FROM adjudicated a
-  WHERE a.orig_setl_id IS NULL AND list_has_any(string_split(a.reason_codes, ','), [{oos_codes}])
+  WHERE a.orig_setl_id IS NULL AND a.reason_codes LIKE '%OUT_OF_SCOPE_%'
+    AND list_has_any(string_split(a.reason_codes, ','), [{oos_codes}])
 )
 SELECT s.month, s.setl_id, s.mdtrt_id, s.psn_no, p.psn_name_masked, p.certno_masked,
   s.fixmedins_code, s.hosp_lv, s.relation, s.in_city, s.ledger, s.setl_time,
