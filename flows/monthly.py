@@ -27,7 +27,9 @@ from flows.ingest import load_registers, month_files, read_table
 from flows.policies import POLICY_ROOT, load_policies
 from schemas.outputs import Accumulators, Adjudicated
 from transforms.engine import adjudicate
-from transforms.validate import validate_settlements
+from transforms.resident.application import OUTPUT_SCHEMA as APPLICATION_SCHEMA
+from transforms.resident.application import apply_applications
+from transforms.validate import validate_applications, validate_settlements
 
 REGISTERS = ("persons", "identities", "employment", "certifications", "institutions", "family_bindings",
              "account_balances")
@@ -79,16 +81,27 @@ def ingest_and_validate(input_dir: str, month: str, db: str, stage: str) -> str:
     finally:
         con.close()
     accepted, rejects = validate_settlements(raw, month, regs, known)
+    # Assistance applications (POLICY §3.9 on-application), optional: same accounting as settlements.
+    app_raws = [read_table(p, root) for p in files.get("applications", [])]
+    if app_raws:
+        app_raw = pl.concat(app_raws, how="diagonal_relaxed")
+        apps, app_rejects = validate_applications(app_raw, month, regs)
+        rejects = pl.concat([rejects, app_rejects], how="diagonal_relaxed")
+    else:
+        app_raw, apps = pl.DataFrame(), pl.DataFrame()
+    apps.write_parquet(stage_p / "applications.parquet")
     accepted.write_parquet(stage_p / "accepted.parquet")
     rejects.write_parquet(stage_p / "rejects.parquet")
     reference = sorted((root / "reference").glob("*"))
     record = {
         "input_files": [{"name": str(p.relative_to(root)), "size": p.stat().st_size, "sha256": sha256_of(p)}
                         for p in [*files["settlements"], *files.get("applications", []), *reference] if p.is_file()],
-        "rows_in": raw.height, "rows_accepted": accepted.height, "rows_rejected": rejects.height,
+        "rows_in": raw.height + app_raw.height, "rows_accepted": accepted.height + apps.height,
+        "rows_rejected": rejects.height,
     }
     if record["rows_in"] != record["rows_accepted"] + record["rows_rejected"]:
-        raise RunError(f"{month}: rows_in {raw.height} ≠ accepted {accepted.height} + rejected {rejects.height}")
+        raise RunError(f"{month}: rows_in {record['rows_in']} ≠ accepted {record['rows_accepted']}"
+                       f" + rejected {rejects.height}")
     (stage_p / "ingest.json").write_text(json.dumps(record, ensure_ascii=False))
     return str(stage_p / "ingest.json")
 
@@ -110,10 +123,29 @@ def adjudicate_month(stage: str, db: str, month: str) -> str:
     Adjudicated.validate(result.adjudicated, lazy=True)
     Accumulators.validate(result.accumulators, lazy=True)
     result.adjudicated.write_parquet(stage_p / "adjudicated.parquet")
+    _applications(stage_p, db, month, result.adjudicated, regs)
     result.accumulators.write_parquet(stage_p / "accumulators.parquet")
     (stage_p / "adjudicate.json").write_text(json.dumps({"assumptions": result.assumptions,
                                                          "lines": result.adjudicated.height}))
     return str(stage_p / "adjudicated.parquet")
+
+
+def _applications(stage_p: Path, db: str, month: str, adjudicated: pl.DataFrame, regs: dict) -> None:
+    """On-application assistance (POLICY §3.9): one record per application of the month."""
+    apps = pl.read_parquet(stage_p / "applications.parquet")
+    if apps.height == 0:
+        pl.DataFrame(schema=APPLICATION_SCHEMA).write_parquet(stage_p / "assistance_applications.parquet")
+        return
+    con = store.connect(db)
+    try:
+        earlier = store.adjudicated_of_persons(con, apps["psn_no"].unique().to_list(), month)
+        previous = store.previous_applications(con, month)
+    finally:
+        con.close()
+    window = pl.concat([earlier, adjudicated.filter(pl.col("psn_no").is_in(apps["psn_no"].implode()))],
+                       how="diagonal_relaxed")
+    out = apply_applications(apps, window, regs, load_policies(), previous=previous)
+    out.write_parquet(stage_p / "assistance_applications.parquet")
 
 
 @task(name="persist")
@@ -124,6 +156,7 @@ def persist(stage: str, db: str, month: str, run_id: str) -> str:
         "rejects": pl.read_parquet(stage_p / "rejects.parquet"),
         "adjudicated": pl.read_parquet(stage_p / "adjudicated.parquet"),
         "accumulators": pl.read_parquet(stage_p / "accumulators.parquet"),
+        "assistance_applications": pl.read_parquet(stage_p / "assistance_applications.parquet"),
     }
     record = json.loads((stage_p / "ingest.json").read_text())
     adj = json.loads((stage_p / "adjudicate.json").read_text())

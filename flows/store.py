@@ -18,43 +18,59 @@ MONEY = "DECIMAL(18,2)"
 SETTLEMENT_MONEY = ["medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "cls_a_amt", "cls_b_amt",
                     "hifp_pay", "hifmi_pay", "maf_pay", "acct_pay", "acct_mulaid_pay", "psn_cash_pay"]
 
-DDL = f"""
-CREATE TABLE IF NOT EXISTS runs (
-  run_id VARCHAR PRIMARY KEY, month VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP, status VARCHAR,
-  input_dir VARCHAR, input_files VARCHAR, rows_in BIGINT, rows_accepted BIGINT, rows_rejected BIGINT,
-  code_version VARCHAR, policy_version VARCHAR, assumptions VARCHAR, error VARCHAR, lines_adjudicated BIGINT,
-  triggered_by VARCHAR
-);
-CREATE TABLE IF NOT EXISTS settlements (
-  run_id VARCHAR, month VARCHAR, source_file VARCHAR, source_row BIGINT,
-  setl_id VARCHAR, mdtrt_id VARCHAR, psn_no VARCHAR, insutype VARCHAR, med_type VARCHAR, fixmedins_code VARCHAR,
-  begndate DATE, enddate DATE, setl_time TIMESTAMP, dise_codg VARCHAR, dise_cert_code VARCHAR,
-  offsite_type VARCHAR, presc_fixmedins_code VARCHAR, trauma_report_no VARCHAR, is_emergency_rescue BOOLEAN,
-  medfee_sumamt {MONEY}, fulamt_ownpay_amt {MONEY}, overlmt_selfpay {MONEY}, cls_a_amt {MONEY}, cls_b_amt {MONEY},
-  orig_setl_id VARCHAR,
-  hifp_pay {MONEY}, hifmi_pay {MONEY}, maf_pay {MONEY}, acct_pay {MONEY}, acct_mulaid_pay {MONEY}, psn_cash_pay {MONEY}
-);
-CREATE TABLE IF NOT EXISTS rejects (
-  run_id VARCHAR, month VARCHAR, source_file VARCHAR, source_row BIGINT, setl_id VARCHAR,
-  reason_code VARCHAR, reason VARCHAR, raw VARCHAR
-);
-CREATE TABLE IF NOT EXISTS adjudicated (
-  run_id VARCHAR, setl_id VARCHAR, psn_no VARCHAR, month VARCHAR, region VARCHAR, insutype VARCHAR, scheme VARCHAR,
-  ledger VARCHAR, med_type VARCHAR, mdtrt_id VARCHAR, fixmedins_code VARCHAR, hosp_lv VARCHAR,
-  in_county BOOLEAN, in_city BOOLEAN, in_province BOOLEAN, offsite_type_eff VARCHAR, setl_time TIMESTAMP,
-  orig_setl_id VARCHAR,
-  medfee_sumamt {MONEY}, fulamt_ownpay_amt {MONEY}, overlmt_selfpay {MONEY}, cls_a_amt {MONEY}, cls_b_amt {MONEY},
-  inscp_scp_amt {MONEY}, preselfpay_amt {MONEY}, offsite_preselfpay_amt {MONEY}, act_pay_dedc {MONEY},
-  hifp_pay {MONEY}, pool_prop_selfpay {MONEY}, hifp_cap_cut {MONEY}, hifmi_pay {MONEY}, maf_pay {MONEY},
-  maf_tilt_pay {MONEY}, hosp_part_amt {MONEY}, fund_pay_sumamt {MONEY}, psn_part_amt {MONEY}, acct_pay {MONEY},
-  acct_mulaid_pay {MONEY}, psn_cash_pay {MONEY}, deposit_waived BOOLEAN, reason_codes VARCHAR, explanation VARCHAR
-);
-CREATE TABLE IF NOT EXISTS accumulators (
-  run_id VARCHAR, psn_no VARCHAR, year INTEGER, month VARCHAR, name VARCHAR, value {MONEY}
-);
-"""
+def _cols(spec: str) -> list[tuple[str, str]]:
+    out = []
+    for part in spec.split(","):
+        part = part.strip()
+        if part:
+            name, typ = part.split(None, 1)
+            out.append((name, typ.replace("MONEY", MONEY)))
+    return out
 
-MONTH_TABLES = ("settlements", "rejects", "adjudicated", "accumulators")
+
+# Table → columns, in order. New columns are added to existing databases by `migrate`.
+TABLES: dict[str, list[tuple[str, str]]] = {
+    "runs": _cols("""run_id VARCHAR, month VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP, status VARCHAR,
+        input_dir VARCHAR, input_files VARCHAR, rows_in BIGINT, rows_accepted BIGINT, rows_rejected BIGINT,
+        code_version VARCHAR, policy_version VARCHAR, assumptions VARCHAR, error VARCHAR, lines_adjudicated BIGINT,
+        triggered_by VARCHAR"""),
+    "settlements": _cols("""run_id VARCHAR, month VARCHAR, source_file VARCHAR, source_row BIGINT,
+        setl_id VARCHAR, mdtrt_id VARCHAR, psn_no VARCHAR, insutype VARCHAR, med_type VARCHAR, fixmedins_code VARCHAR,
+        begndate DATE, enddate DATE, setl_time TIMESTAMP, dise_codg VARCHAR, dise_cert_code VARCHAR,
+        offsite_type VARCHAR, presc_fixmedins_code VARCHAR, trauma_report_no VARCHAR, is_emergency_rescue BOOLEAN,
+        medfee_sumamt MONEY, fulamt_ownpay_amt MONEY, overlmt_selfpay MONEY, cls_a_amt MONEY, cls_b_amt MONEY,
+        orig_setl_id VARCHAR,
+        hifp_pay MONEY, hifmi_pay MONEY, maf_pay MONEY, acct_pay MONEY, acct_mulaid_pay MONEY, psn_cash_pay MONEY"""),
+    "rejects": _cols("""run_id VARCHAR, month VARCHAR, source_file VARCHAR, source_row BIGINT, setl_id VARCHAR,
+        reason_code VARCHAR, reason VARCHAR, raw VARCHAR"""),
+    "adjudicated": _cols("""run_id VARCHAR, setl_id VARCHAR, psn_no VARCHAR, month VARCHAR, region VARCHAR,
+        insutype VARCHAR, scheme VARCHAR, ledger VARCHAR, med_type VARCHAR, mdtrt_id VARCHAR, fixmedins_code VARCHAR,
+        hosp_lv VARCHAR, in_county BOOLEAN, in_city BOOLEAN, in_province BOOLEAN, offsite_type_eff VARCHAR,
+        setl_time TIMESTAMP, orig_setl_id VARCHAR,
+        medfee_sumamt MONEY, fulamt_ownpay_amt MONEY, overlmt_selfpay MONEY, cls_a_amt MONEY, cls_b_amt MONEY,
+        inscp_scp_amt MONEY, preselfpay_amt MONEY, offsite_preselfpay_amt MONEY, act_pay_dedc MONEY,
+        hifp_pay MONEY, pool_prop_selfpay MONEY, hifp_cap_cut MONEY, hifmi_pay MONEY, maf_pay MONEY,
+        maf_tilt_pay MONEY, hosp_part_amt MONEY, fund_pay_sumamt MONEY, psn_part_amt MONEY, acct_pay MONEY,
+        acct_mulaid_pay MONEY, psn_cash_pay MONEY, deposit_waived BOOLEAN, reason_codes VARCHAR, explanation VARCHAR,
+        chronic_over_limit_amt MONEY, burden_excluded_amt MONEY"""),
+    "accumulators": _cols("run_id VARCHAR, psn_no VARCHAR, year INTEGER, month VARCHAR, name VARCHAR, value MONEY"),
+    "assistance_applications": _cols("""run_id VARCHAR, month VARCHAR, app_id VARCHAR, psn_no VARCHAR,
+        confirm_date DATE, window_start DATE, window_end DATE, base_amt MONEY, paid_amt MONEY, lines BIGINT,
+        status VARCHAR, reason VARCHAR, explanation VARCHAR"""),
+}
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> None:
+    """Create missing tables and add missing columns (a database written by an older version keeps working)."""
+    for table, cols in TABLES.items():
+        con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(f'{n} {t}' for n, t in cols)})")
+        have = {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+        for n, t in cols:
+            if n not in have:
+                con.execute(f"ALTER TABLE {table} ADD COLUMN {n} {t}")
+
+
+MONTH_TABLES = ("settlements", "rejects", "adjudicated", "accumulators", "assistance_applications")
 
 
 def connect(db: Path | str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -64,7 +80,7 @@ def connect(db: Path | str, read_only: bool = False) -> duckdb.DuckDBPyConnectio
         raise FileNotFoundError(f"database not found: {db} (run `yibao run` or `yibao demo` first)")
     con = duckdb.connect(str(db), read_only=read_only)
     if not read_only:
-        con.execute(DDL)
+        migrate(con)
         from flows.views import create_views
         create_views(con)  # auditors' and analysts' views (flows/views.py)
     return con
@@ -120,6 +136,8 @@ def write_month(con: duckdb.DuckDBPyConnection, run_id: str, month: str, frames:
     try:
         for table in MONTH_TABLES:
             con.execute(f"DELETE FROM {table} WHERE month = ?", [month])
+            if table not in frames:
+                continue
             df = frames[table].with_columns(pl.lit(run_id).alias("run_id"), pl.lit(month).alias("month"))
             con.register("__src", df)
             con.execute(_insert_select(con, table, "__src", set(df.columns)))
@@ -171,3 +189,18 @@ def original_results(con: duckdb.DuckDBPyConnection, month: str, setl_ids: list[
                          [month])
     finally:
         con.unregister("__ids")
+
+
+def adjudicated_of_persons(con: duckdb.DuckDBPyConnection, psn_nos: list[str], before_month: str) -> pl.DataFrame:
+    """Stored adjudicated rows of these persons in months before `before_month` (on-application windows)."""
+    con.register("__p", pl.DataFrame({"psn_no": psn_nos}, schema={"psn_no": pl.String}))
+    try:
+        return fetch_fen(con, "SELECT a.* EXCLUDE (run_id) FROM adjudicated a JOIN __p USING (psn_no) WHERE a.month < ?",
+                         [before_month])
+    finally:
+        con.unregister("__p")
+
+
+def previous_applications(con: duckdb.DuckDBPyConnection, before_month: str) -> pl.DataFrame:
+    return fetch_fen(con, "SELECT psn_no, confirm_date, status FROM assistance_applications WHERE month < ?",
+                     [before_month])
