@@ -25,6 +25,7 @@ from prefect import flow, get_run_logger, task
 from flows import store
 from flows.ingest import load_registers, month_files, read_table
 from flows.policies import POLICY_ROOT, load_policies
+from flows.reports import person_snapshot, write_person_snapshot
 from schemas.outputs import Accumulators, Adjudicated
 from transforms.engine import adjudicate
 from transforms.resident.application import OUTPUT_SCHEMA as APPLICATION_SCHEMA
@@ -161,9 +162,14 @@ def persist(stage: str, db: str, month: str, run_id: str) -> str:
     record = json.loads((stage_p / "ingest.json").read_text())
     adj = json.loads((stage_p / "adjudicate.json").read_text())
     record.update(assumptions=adj["assumptions"], lines_adjudicated=adj["lines"])
+    regs = {p.stem[4:]: pl.read_parquet(p) for p in stage_p.glob("reg_*.parquet")}
+    last_day = (dt.date(int(month[:4]), int(month[5:]), 28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)
+    snapshot = person_snapshot(regs, on=last_day)
     con = store.connect(db)
     try:
         store.write_month(con, run_id, month, frames, record)
+        # Masked persons for auditors' views and explain (flows/reports.py); never clear names or IDs.
+        write_person_snapshot(con, snapshot)
     finally:
         con.close()
     return run_id

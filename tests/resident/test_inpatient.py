@@ -162,7 +162,7 @@ def test_reversal_undoes_exactly_and_frees_the_cap():
 
 def test_missing_parameter_stops_with_its_name():
     regs = registers([person("P1")])
-    with pytest.raises(MissingParameter, match=r"missing parameter suizhou/resident/inpatient\.\w+.*2024-06-01"):
+    with pytest.raises(MissingParameter, match=r"missing parameter suizhou/resident/\S+ in force on 2024-06-01"):
         run([line("P1", "2024-06-01", "SZ2", a=yuan(1000))], regs)
 
 
