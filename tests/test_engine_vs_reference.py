@@ -24,6 +24,15 @@ COUNTIES = ["421302", "421321", "421381"]
 # village clinic; some out-of-city level-1/2 institutions get cross-region outpatient settlement.
 CERTS = [("hypertension", "I10"), ("diabetes", "E11.9"), ("chronic", "I11.9"), ("special", "E10"),
          ("chronic", "J44"), ("special_drug", "E11"), ("chronic", "I16")]
+# §3.4: chronic/special outpatient and special drugs — every special kind, and drugs whose ICD-10 category meets
+# a special disease (N18, E10) or none; lines of CERT_MED_TYPES are claimed under a certification valid on the date
+CHRONIC_CERTS = [("special_transplant", "Z94.0"), ("special_dialysis", "N18.5"), ("special_mental", "F20.0"),
+                 ("special", "N18.0"), ("special_drug", "N18.9"), ("special_drug", "E10.2"), ("special_drug", "M05"),
+                 ("chronic", "I25.1"), ("chronic", "J44.1"), ("chronic", "I25.1")]
+CERTS += CHRONIC_CERTS[:7]
+MED_TYPES += ["14", "140104", "140201"]
+CERT_MED_TYPES = ("14", "140104", "140201", "41")
+DIAGNOSES = [None, "N18.5", "E10.9", "Z94.0", "J44.1", "F20.0"]
 EXTRA_INSTITUTIONS = [("PH1", "药房", "pharmacy", None, "pharmacy", "421302", False),
                       ("XGV", "卫生室", "hospital", "1", "village_clinic", "420602", False)]
 MAY_ENABLE = ["WH1", "WH2", "XGV"]
@@ -73,12 +82,32 @@ def population(draw):
                              dise_cert_code=draw(st.sampled_from([None, *codes])) if med_type == "9901" else None,
                              presc_fixmedins_code=draw(st.sampled_from([None, "SZ1", "SZ3"]))
                              if inst == "PH1" else None))
+            if med_type in CERT_MED_TYPES:  # §3.4: validation lets only a certification valid on the date through
+                valid = [c[1] for c in certs if c[0] == pid and _cert_valid(c, day.date())]
+                code = None
+                if valid and draw(st.booleans()):
+                    code = draw(st.sampled_from(valid))
+                elif draw(st.integers(0, 3)):  # a certification granted before this line (some lapse later)
+                    first, codg = draw(st.sampled_from(CHRONIC_CERTS))
+                    extra = ["special", "special_dialysis"] if first == "special_drug" else []  # a drug's disease
+                    for k, kind in enumerate([first] + [x for x in extra if draw(st.booleans())]):
+                        begin = day.date() - dt.timedelta(days=draw(st.integers(0, 200)))
+                        end = draw(st.one_of(st.none(), st.just(day.date() + dt.timedelta(days=draw(st.integers(0, 200))))))
+                        certs.append((pid, f"{pid}K{len(certs)}", codg, kind, begin, end))
+                        code = certs[-1][1] if k == 0 else code
+                mine[-1].update(dise_cert_code=code, dise_codg=draw(st.sampled_from(DIAGNOSES)))
         rows += mine
         if mine and draw(st.booleans()):
             orig = draw(st.sampled_from(mine))
             later = orig["setl_time"] + dt.timedelta(days=draw(st.integers(0, 40)), seconds=1)
-            rows.append(reversal_of(orig, later.strftime("%Y-%m-%d %H:%M:%S")))
+            cert = next((c for c in certs if c[1] == orig["dise_cert_code"]), None)
+            if orig["med_type"] not in CERT_MED_TYPES or cert is None or _cert_valid(cert, later.date()):
+                rows.append(reversal_of(orig, later.strftime("%Y-%m-%d %H:%M:%S")))  # else CERT_INVALID
     return persons, idents, rows, (certs, enabled)
+
+
+def _cert_valid(cert: tuple, on: dt.date) -> bool:
+    return cert[4] <= on and (cert[5] is None or on <= cert[5])
 
 
 def _typed(rows: list[dict]) -> list[dict]:

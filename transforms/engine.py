@@ -12,6 +12,7 @@ and moves every accumulator back by what the original added; it is not recompute
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -35,6 +36,20 @@ ACCUMULATORS: dict[str, str] = {
 for _stage in ALL_STAGES:
     ACCUMULATORS.update(_stage.accumulators)
 
+
+def keyed_family(name: str) -> tuple[str, str] | None:
+    """A per-key accumulator family is declared as "prefix:{key_col}" (e.g.
+    "chronic_limit_used:{dise_cert_code}"): one stored accumulator per value of the line's key
+    column, named "prefix:<value>", carried in as `carried_<prefix>` (the value for the line's own
+    key, 0 if none). None for a plain name."""
+    m = re.fullmatch(r"(\w+):\{(\w+)\}", name)
+    return (m[1], m[2]) if m else None
+
+
+PLAIN_ACCUMULATORS = {n: c for n, c in ACCUMULATORS.items() if keyed_family(n) is None}
+# prefix → (key column, per-line column that adds to it)
+KEYED_ACCUMULATORS = {f[0]: (f[1], c) for n, c in ACCUMULATORS.items() if (f := keyed_family(n))}
+
 # Money columns of an adjudicated row (DATA.md §4), all Int64 fen inside the engine.
 MONEY_COLUMNS = [
     "medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "cls_a_amt", "cls_b_amt",
@@ -47,6 +62,7 @@ ADJUDICATED_COLUMNS = [
     "setl_id", "psn_no", "month", "region", "insutype", "scheme", "ledger", "med_type", "mdtrt_id",
     "fixmedins_code", "hosp_lv", "in_county", "in_city", "in_province", "offsite_type_eff",
     "setl_time", "orig_setl_id", *MONEY_COLUMNS, "deposit_waived", "reason_codes", "explanation",
+    "chronic_over_limit_amt", "burden_excluded_amt",  # ours (§3.4, A-21): null outside chronic/special_drug
 ]
 
 
@@ -116,14 +132,23 @@ def _adjudicate_once(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], po
 
 
 def _join_carried(df: pl.DataFrame, carried: pl.DataFrame) -> pl.DataFrame:
-    wide = carried.filter(pl.col("name").is_in(list(ACCUMULATORS))).pivot(
+    plain = list(PLAIN_ACCUMULATORS)
+    wide = carried.filter(pl.col("name").is_in(plain)).pivot(
         on="name", index=PERSON_YEAR, values="value", aggregate_function="last")
-    for name in ACCUMULATORS:
+    for name in plain:
         if name not in wide.columns:
             wide = wide.with_columns(pl.lit(0, pl.Int64).alias(name))
-    wide = wide.select(PERSON_YEAR + [pl.col(n).cast(pl.Int64).fill_null(0).alias(f"carried_{n}") for n in ACCUMULATORS])
+    wide = wide.select(PERSON_YEAR + [pl.col(n).cast(pl.Int64).fill_null(0).alias(f"carried_{n}") for n in plain])
     df = df.join(wide.with_columns(pl.col("year").cast(pl.Int32)), on=PERSON_YEAR, how="left", maintain_order="left")
-    return df.with_columns([pl.col(f"carried_{n}").fill_null(0) for n in ACCUMULATORS])
+    df = df.with_columns([pl.col(f"carried_{n}").fill_null(0) for n in plain])
+    for prefix, (key, _) in KEYED_ACCUMULATORS.items():  # one value per line: the one of its own key
+        mine = (carried.filter(pl.col("name").str.starts_with(f"{prefix}:"))
+                .select("psn_no", pl.col("year").cast(pl.Int32), pl.col("name").str.slice(len(prefix) + 1).alias(key),
+                        pl.col("value").cast(pl.Int64).alias(f"carried_{prefix}"))
+                .unique(subset=[*PERSON_YEAR, key], keep="last", maintain_order=True))
+        df = df.join(mine, on=[*PERSON_YEAR, key], how="left", maintain_order="left")
+        df = df.with_columns(pl.col(f"carried_{prefix}").fill_null(0))
+    return df
 
 
 # Amounts a reversal takes from its original, negated (the input amounts are negated already).
@@ -263,8 +288,13 @@ def _explain(df: pl.DataFrame) -> pl.DataFrame:
 
 def _accumulators_after(df: pl.DataFrame, carried: pl.DataFrame) -> pl.DataFrame:
     """State after the lines, for every person-year present (carried + what the lines added)."""
-    sums = df.group_by(PERSON_YEAR).agg([pl.col(col).sum().alias(name) for name, col in ACCUMULATORS.items()])
+    sums = df.group_by(PERSON_YEAR).agg([pl.col(col).sum().alias(name) for name, col in PLAIN_ACCUMULATORS.items()])
     long = sums.unpivot(index=PERSON_YEAR, variable_name="name", value_name="value")
+    for prefix, (key, col) in KEYED_ACCUMULATORS.items():  # only the keys the lines moved
+        keyed = (df.filter(pl.col(key).is_not_null() & (pl.col(col) != 0))
+                 .group_by([*PERSON_YEAR, key]).agg(pl.col(col).sum().alias("value"))
+                 .select(*PERSON_YEAR, (pl.lit(f"{prefix}:") + pl.col(key)).alias("name"), "value"))
+        long = pl.concat([long, keyed], how="vertical_relaxed")
     prev = carried.select(PERSON_YEAR + ["name", pl.col("value").alias("prev")]).with_columns(pl.col("year").cast(pl.Int32))
     long = long.join(prev, on=PERSON_YEAR + ["name"], how="left").with_columns(
         (pl.col("value") + pl.col("prev").fill_null(0)).cast(pl.Int64).alias("value")

@@ -94,7 +94,24 @@ def enrich(lines: pl.DataFrame, registers: dict[str, pl.DataFrame]) -> pl.DataFr
         .when(emergency).then(pl.lit("101"))
         .otherwise(pl.lit("903")).alias("offsite_type_eff")
     )
-    return out.with_columns(identities_on_date(out, registers["identities"]))
+    return out.with_columns(identities_on_date(out, registers["identities"]),
+                            certifications_on_date(out, registers["certifications"]))
+
+
+def certifications_on_date(lines: pl.DataFrame, certifications: pl.DataFrame) -> pl.Series:
+    """The person's certifications valid on each line's settlement date (POLICY §1.6), as a list of
+    {dise_cert_code, kind, dise_codg} (null when none): the engine twin of the reference's `ctx.certs`.
+    Used by §3.4 (does a special drug belong to a certified special disease of the person)."""
+    valid = (
+        lines.select("setl_id", "psn_no", "setl_date")
+        .join(certifications.select("psn_no", "dise_cert_code", "kind", "dise_codg", "begndate", "enddate"),
+              on="psn_no", how="inner")
+        .filter((pl.col("begndate") <= pl.col("setl_date"))
+                & (pl.col("enddate").is_null() | (pl.col("setl_date") <= pl.col("enddate"))))
+        .group_by("setl_id").agg(pl.struct("dise_cert_code", "kind", "dise_codg").alias("certs_on_date"))
+    )
+    got = lines.select("setl_id").join(valid, on="setl_id", how="left", maintain_order="left")
+    return got["certs_on_date"]
 
 
 def identities_on_date(lines: pl.DataFrame, identities: pl.DataFrame) -> pl.Series:

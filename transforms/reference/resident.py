@@ -62,7 +62,7 @@ def critical_illness(res: dict, ctx: Ctx) -> None:
     if not res.get("_handled") or res.get("_held") or ctx.ledger not in ctx.val("critical_illness.ledgers"):
         return
     group = "s1" if ctx.ids & set(ctx.val("critical_illness.favoured_identities")) else "others"
-    burden = res["inscp_scp_amt"] - res["hifp_pay"]
+    burden = res["inscp_scp_amt"] - res["hifp_pay"] - res.get("burden_excluded_amt", 0)  # §3.4: over the limit
     before = ctx.acc("hifmi_burden")
     record(res, ctx, "hifmi_burden", burden)
     bands = ctx.val("critical_illness.bands")[group]
@@ -80,6 +80,10 @@ LATER = [critical_illness, assistance]
 from transforms.reference.resident_out_of_scope import out_of_scope  # noqa: E402  (§3.10)
 
 LATER.append(out_of_scope)
+
+from transforms.reference.resident_chronic import chronic  # noqa: E402  (§3.4)
+
+BASIC.update(chronic=chronic, special_drug=chronic)
 
 from transforms.reference import resident_outpatient  # noqa: E402  (§3.2–§3.3)
 

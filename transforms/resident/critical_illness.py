@@ -1,7 +1,8 @@
 """Suizhou resident critical-illness insurance (大病保险), POLICY §3.8.
 
 The accumulator is the person's yearly in-scope burden left after the basic fund,
-`burden = in_scope − hifp` (A-7), on the ledgers the parameter lists (stays, chronic/special
+`burden = in_scope − hifp − burden_excluded_amt` (A-7; the last is chronic cost above its
+limit, §3.4 / A-21), on the ledgers the parameter lists (stays, chronic/special
 outpatient, special drugs). A line is paid F(acc_after) − F(acc_before) with F the banded,
 rounded function of its group (S1 or others), then limited by the group's annual cap.
 """
@@ -38,10 +39,15 @@ def adjudicate_critical_illness(df: pl.DataFrame, policies: Policies, used: set)
         pl.when(s1).then(pl.lit("s1")).otherwise(pl.lit("others")).alias("hifmi_group"),
     )
     elig = pl.col("hifmi_eligible")
+    # In-scope cost that enters no critical-illness base (chronic cost above its limit, §3.4 / A-21),
+    # set by the chronic stage (transforms/resident/chronic.py); 0 where no stage set it.
+    excl, rev_excl = (pl.col(c).fill_null(0) if c in df.columns else pl.lit(0, pl.Int64)
+                      for c in ("burden_excluded_amt", "rev_burden_excluded_amt"))
     burden = (
         pl.when(~elig).then(0)
-        .when(pl.col("is_reversal")).then(pl.col("rev_inscp_scp_amt").fill_null(0) - pl.col("rev_hifp_pay").fill_null(0))
-        .otherwise(pl.col("inscp_scp_amt") - pl.col("hifp_pay"))
+        .when(pl.col("is_reversal")).then(pl.col("rev_inscp_scp_amt").fill_null(0) - pl.col("rev_hifp_pay").fill_null(0)
+                                          - rev_excl)
+        .otherwise(pl.col("inscp_scp_amt") - pl.col("hifp_pay") - excl)
     )
     df = df.with_columns(burden.alias("hifmi_burden"))
     df = df.with_columns(running_after(pl.col("hifmi_burden"), pl.col("carried_hifmi_burden"), PERSON_YEAR)
@@ -92,7 +98,10 @@ def _reasons() -> list[pl.Expr]:
 def _explain() -> list[pl.Expr]:
     y = fen_text
     return [when_text(pl.col("hifmi_eligible"), "critical illness (group ", pl.col("hifmi_group"), "): burden ",
-                      y(pl.col("hifmi_burden")), " = in scope − basic fund; accumulated ",
+                      y(pl.col("hifmi_burden")), " = in scope − basic fund",
+                      pl.when(pl.col("burden_excluded_amt").fill_null(0) != 0)
+                      .then(pl.lit(" − excluded ") + y(pl.col("burden_excluded_amt"))).otherwise(pl.lit("")),
+                      "; accumulated ",
                       y(pl.col("hifmi_burden_before")), " → ", y(pl.col("hifmi_burden_after")),
                       "; bands pay ", y(pl.col("hifmi_raw")), ", cap ",
                       pl.when(pl.col("hifmi_cap") >= NO_CAP).then(pl.lit("none")).otherwise(y(pl.col("hifmi_cap"))),
@@ -105,7 +114,7 @@ STAGE = Stage(
     accumulators={"hifmi_burden": "hifmi_burden", "hifmi_paid": "hifmi_pay"},
     defaults={"hifmi_eligible": pl.Boolean, "hifmi_group": pl.String, "hifmi_burden": pl.Int64,
               "hifmi_burden_before": pl.Int64, "hifmi_burden_after": pl.Int64, "hifmi_raw": pl.Int64,
-              "hifmi_cap": pl.Int64},
+              "hifmi_cap": pl.Int64, "burden_excluded_amt": pl.Int64},
     reasons=_reasons,
     explain=_explain,
 )

@@ -14,6 +14,10 @@ from transforms.resident import out_of_scope  # noqa: E402  (§3.10, institution
 
 LATER.append(out_of_scope.STAGE)
 
+from transforms.resident import chronic  # noqa: E402  (§3.4, chronic/special outpatient and special drugs)
+
+BASIC.append(chronic.STAGE)
+
 from transforms.resident import outpatient  # noqa: E402  (§3.2–§3.3, outpatient pooling, two-disease, pharmacy)
 
 BASIC.append(outpatient.STAGE)
