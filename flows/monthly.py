@@ -223,6 +223,18 @@ def _later_loaded(db: str, month: str) -> list[tuple[str, str]]:
         con.close()
 
 
+def _close_interrupted_runs(db: str) -> None:
+    """Runs still 'running' while we hold the writer lock were killed: their writes never committed."""
+    if not Path(db).exists():
+        return
+    con = store.connect(db)
+    try:
+        con.execute("UPDATE runs SET status='failed', finished_at=now(), error='interrupted: the process ended "
+                    "before the run finished; nothing of it was written' WHERE status='running'")
+    finally:
+        con.close()
+
+
 @contextmanager
 def writer_lock(db: str):
     """One writer at a time per database: a second run refuses at once (it never waits)."""
@@ -240,6 +252,7 @@ def writer_lock(db: str):
         fh.truncate()
         fh.write(f"pid {os.getpid()} since {dt.datetime.now():%Y-%m-%d %H:%M:%S}")
         fh.flush()
+        _close_interrupted_runs(db)
         yield
     finally:
         fh.close()

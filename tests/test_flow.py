@@ -139,3 +139,16 @@ def test_a_second_writer_refuses_at_once(tmp_path):
                 pass
     with writer_lock(db):  # released
         pass
+
+
+def test_a_killed_run_is_marked_failed_by_the_next_writer(tmp_path):
+    from flows.monthly import writer_lock
+    db = tmp_path / "k.duckdb"
+    con = store.connect(db)
+    store.begin_run(con, {"run_id": "r1", "month": "2025-01", "input_dir": "x", "code_version": "v",
+                          "policy_version": "p"})
+    con.close()
+    with writer_lock(str(db)):
+        pass
+    status, error = q(db, "SELECT status, error FROM runs WHERE run_id='r1'")[0]
+    assert status == "failed" and error.startswith("interrupted")
