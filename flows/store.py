@@ -142,6 +142,8 @@ def write_month(con: duckdb.DuckDBPyConnection, run_id: str, month: str, frames:
             con.register("__src", df)
             con.execute(_insert_select(con, table, "__src", set(df.columns)))
             con.unregister("__src")
+        if os.environ.get("YIBAO_FAULT") == "inside_write":  # fault injection for the crash-safety test
+            os._exit(70)
         con.execute(
             "UPDATE runs SET status='succeeded', finished_at=now(), input_files=?, rows_in=?, rows_accepted=?,"
             " rows_rejected=?, assumptions=?, lines_adjudicated=? WHERE run_id=?",

@@ -152,3 +152,33 @@ def test_a_killed_run_is_marked_failed_by_the_next_writer(tmp_path):
         pass
     status, error = q(db, "SELECT status, error FROM runs WHERE run_id='r1'")[0]
     assert status == "failed" and error.startswith("interrupted")
+
+
+def test_a_process_killed_inside_the_write_leaves_the_database_as_before(loaded, tmp_path):
+    """Issue 6: the month's write is one transaction; a kill before COMMIT changes nothing."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    db = tmp_path / "crash.duckdb"
+    shutil.copy(loaded, db)
+    before = {t: q(db, f"SELECT count(*), sum(hash(COLUMNS(*))::HUGEINT) FROM {t}")[0] for t in store.MONTH_TABLES}
+    code = f"""
+import polars as pl
+from flows import store
+con = store.connect({str(db)!r})
+frames = {{t: store.fetch_fen(con, f"SELECT * EXCLUDE (run_id, month) FROM {{t}} WHERE month='2025-02'")
+          for t in store.MONTH_TABLES}}
+frames["adjudicated"] = frames["adjudicated"].with_columns(pl.col("hifp_pay") + 1)
+store.begin_run(con, {{"run_id": "crash", "month": "2025-02", "input_dir": "x", "code_version": "v",
+                      "policy_version": "p"}})
+store.write_month(con, "crash", "2025-02", frames, {{"input_files": [], "rows_in": 0, "rows_accepted": 0,
+                  "rows_rejected": 0, "assumptions": [], "lines_adjudicated": 0}})
+"""
+    env = {**os.environ, "YIBAO_FAULT": "inside_write"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 70, proc.stderr
+    after = {t: q(db, f"SELECT count(*), sum(hash(COLUMNS(*))::HUGEINT) FROM {t}")[0] for t in store.MONTH_TABLES}
+    assert after == before
+    assert q(db, "SELECT status FROM runs WHERE run_id='crash'")[0][0] == "running"  # closed by the next writer
