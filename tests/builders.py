@@ -18,6 +18,9 @@ INST_SCHEMA = {"fixmedins_code": pl.String, "fixmedins_name": pl.String, "fixmed
 IDENT_SCHEMA = {"psn_no": pl.String, "identity": pl.String, "begndate": pl.Date, "enddate": pl.Date}
 CERT_SCHEMA = {"psn_no": pl.String, "dise_cert_code": pl.String, "dise_codg": pl.String, "kind": pl.String,
                "begndate": pl.Date, "enddate": pl.Date}
+EMPLOYMENT_SCHEMA = {"psn_no": pl.String, "psn_type": pl.String, "flexible": pl.Boolean, "contrib_mode": pl.String,
+                     "contrib_base": pl.Int64, "retire_kind": pl.String, "benefit": pl.String, "begndate": pl.Date,
+                     "enddate": pl.Date}
 LINE_SCHEMA = {
     "setl_id": pl.String, "mdtrt_id": pl.String, "psn_no": pl.String, "insutype": pl.String, "med_type": pl.String,
     "fixmedins_code": pl.String, "begndate": pl.Date, "enddate": pl.Date, "setl_time": pl.Datetime("us"),
@@ -38,10 +41,19 @@ INSTITUTIONS = [
 ]
 
 
+# Xiangyang (city 4206): levels 1–3, a village clinic, and a pharmacy (no level of its own; A-11).
+# (code, fixmedins_type, level, facility, admdvs)
+XY_INSTITUTIONS = [
+    ("XY1", "hospital", "1", "township", "420602"), ("XY2", "hospital", "2", "hospital", "420602"),
+    ("XY3", "hospital", "3", "hospital", "420606"), ("XYV", "hospital", "1", "village_clinic", "420624"),
+    ("XYP", "pharmacy", None, "pharmacy", "420602"),
+]
+
+
 def institutions() -> pl.DataFrame:
-    return pl.DataFrame(
-        [(c, f"inst {c}", "hospital", lv, fac, adm, False) for c, lv, fac, adm in INSTITUTIONS],
-        schema=INST_SCHEMA, orient="row")
+    rows = [(c, f"inst {c}", "hospital", lv, fac, adm, False) for c, lv, fac, adm in INSTITUTIONS]
+    rows += [(c, f"inst {c}", typ, lv, fac, adm, False) for c, typ, lv, fac, adm in XY_INSTITUTIONS]
+    return pl.DataFrame(rows, schema=INST_SCHEMA, orient="row")
 
 
 def person(psn_no: str, admdvs: str = "421302", insutype: str = "390", rural: bool = False) -> dict:
@@ -49,12 +61,31 @@ def person(psn_no: str, admdvs: str = "421302", insutype: str = "390", rural: bo
             "insutype": insutype, "insuplc_admdvs": admdvs, "rural": rural, "enrol_date": dt.date(2020, 1, 1)}
 
 
-def registers(persons: list[dict], identities: list[tuple] = (), certifications: list[tuple] = ()) -> dict:
+def employee(psn_no: str, admdvs: str = "420602") -> dict:
+    """A Xiangyang employee (insutype 310); give their lines insutype="310"."""
+    return person(psn_no, admdvs=admdvs, insutype="310")
+
+
+def employment(psn_no: str, begin: str | dt.date, end: str | dt.date | None = None, psn_type: str = "11",
+               flexible: bool = False, benefit: str = "normal", contrib_base: int | None = 345_000) -> dict:
+    """One employment period (DATA.md §3): psn_type 11 in service / 12 retired; benefit normal, suspended,
+    arrears, unverified or terminated. Dates 'YYYY-MM-DD'."""
+    def d(x):
+        return None if x is None else (x if isinstance(x, dt.date) else dt.date.fromisoformat(x))
+    retired = psn_type == "12"
+    return {"psn_no": psn_no, "psn_type": psn_type, "flexible": flexible,
+            "contrib_mode": None if retired else "combined", "contrib_base": None if retired else contrib_base,
+            "retire_kind": "normal" if retired else None, "benefit": benefit, "begndate": d(begin), "enddate": d(end)}
+
+
+def registers(persons: list[dict], identities: list[tuple] = (), certifications: list[tuple] = (),
+              employment: list[dict] = ()) -> dict:
     return {
         "persons": pl.DataFrame(persons, schema=PERSON_SCHEMA),
         "institutions": institutions(),
         "identities": pl.DataFrame(list(identities), schema=IDENT_SCHEMA, orient="row"),
         "certifications": pl.DataFrame(list(certifications), schema=CERT_SCHEMA, orient="row"),
+        "employment": pl.DataFrame(list(employment), schema=EMPLOYMENT_SCHEMA),
     }
 
 

@@ -19,6 +19,7 @@ import polars as pl
 
 from flows.policies import Policies
 from transforms.accumulate import capped_payment
+from transforms.employee import stages as employee_stages
 from transforms.enrich import enrich
 from transforms.explain import code_if, fen_text, join_codes, join_fragments, when_text
 from transforms.params import attach, yuan_to_fen
@@ -27,7 +28,7 @@ from transforms.resident.inpatient import class_b_preselfpay
 
 PERSON_YEAR = ["psn_no", "year"]
 
-ALL_STAGES = [*resident_stages.BASIC, *resident_stages.LATER]
+ALL_STAGES = [*resident_stages.BASIC, *resident_stages.LATER, *employee_stages.ALL]
 
 # Accumulators carried across months (name → the per-line column that adds to it).
 ACCUMULATORS: dict[str, str] = {
@@ -63,6 +64,7 @@ ADJUDICATED_COLUMNS = [
     "fixmedins_code", "hosp_lv", "in_county", "in_city", "in_province", "offsite_type_eff",
     "setl_time", "orig_setl_id", *MONEY_COLUMNS, "deposit_waived", "reason_codes", "explanation",
     "chronic_over_limit_amt", "burden_excluded_amt",  # ours (§3.4, A-21): null outside chronic/special_drug
+    "acct_allowed", "emp_status", "benefit_block",  # ours (§4.3): employees' status and benefit period
 ]
 
 
@@ -119,6 +121,8 @@ def _adjudicate_once(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], po
     for (region, scheme), part in df.group_by(["region", "scheme"], maintain_order=True):
         if region == "suizhou" and scheme == "resident":
             parts.append(_suizhou_resident(part, policies, used))
+        elif region == "xiangyang" and scheme == "employee":
+            parts.append(_xiangyang_employee(part, policies, used, registers))
         else:
             parts.append(_pending(part))
     out = pl.concat(parts, how="diagonal_relaxed") if parts else _pending(df)
@@ -190,6 +194,20 @@ def _suizhou_resident(part: pl.DataFrame, policies: Policies, used: set) -> pl.D
     return part
 
 
+def _xiangyang_employee(part: pl.DataFrame, policies: Policies, used: set,
+                        registers: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """§4: status and benefit period, outpatient pooling, stays, chronic; the employee annual cap (A-17) over
+    annual_cap.hifp_ledgers (transforms/employee/stages.py)."""
+    part = employee_stages.prepare(part, registers, policies, used)
+    for stage in employee_stages.BASIC:
+        part = stage.run(part, policies, used)
+    part = part.with_columns((~pl.col("handled")).alias("rule_pending"))
+    part = employee_stages.CAP.run(part, policies, used)
+    for stage in employee_stages.LATER:
+        part = stage.run(part, policies, used)
+    return part
+
+
 def _annual_cap(part: pl.DataFrame, policies: Policies, used: set, region: str, scheme: str) -> pl.DataFrame:
     """§3.7: the basic fund's yearly maximum over every ledger, in line order."""
     part = attach(part, policies, region, scheme, "annual_cap.hifp", "hifp_cap", convert=yuan_to_fen,
@@ -234,6 +252,9 @@ def _zero_missing(df: pl.DataFrame) -> pl.DataFrame:
     df = df.with_columns([pl.lit(None, t).alias(c) for c, t in defaults.items() if c not in df.columns])
     for flag in ("rule_pending", "handled", *[c for c, t in defaults.items() if t == pl.Boolean]):
         df = df.with_columns((pl.col(flag).fill_null(False) if flag in df.columns else pl.lit(False)).alias(flag))
+    # §4.3: the personal account may pay, except in an employee's waiting/enrolment-month/termination periods
+    allowed = pl.col("acct_allowed").fill_null(True) if "acct_allowed" in df.columns else pl.lit(True)
+    df = df.with_columns(allowed.alias("acct_allowed"))
     return df
 
 
@@ -251,13 +272,18 @@ def _totals(df: pl.DataFrame) -> pl.DataFrame:
 
 def _explain(df: pl.DataFrame) -> pl.DataFrame:
     y = fen_text
+    # each scheme's stages explain only its own lines (§4: Xiangyang employees; everything else: resident stages)
+    emp = ((pl.col("region") == "xiangyang") & (pl.col("scheme") == "employee")).fill_null(False)
+    annual_capped = pl.col("hifp_paid_before").is_not_null()  # lines the basic fund's annual cap applied to
     codes = join_codes([
         code_if(pl.col("is_reversal"), "REVERSAL"),
         code_if(pl.col("rule_pending"), "RULE_PENDING"),
-        *[e for stage in resident_stages.BASIC for e in stage.reasons()],
-        code_if((pl.col("hifp_cap_cut") > 0) & (pl.col("hifp_pay") == 0), "CAP_REACHED"),
-        code_if((pl.col("hifp_cap_cut") > 0) & (pl.col("hifp_pay") > 0), "CAP_PARTLY"),
-        *[e for stage in resident_stages.LATER for e in stage.reasons()],
+        *[pl.when(~emp).then(e) for stage in resident_stages.BASIC for e in stage.reasons()],
+        *[pl.when(emp).then(e) for stage in employee_stages.BASIC for e in stage.reasons()],
+        code_if((pl.col("hifp_cap_cut") > 0) & (pl.col("hifp_pay") == 0) & annual_capped, "CAP_REACHED"),
+        code_if((pl.col("hifp_cap_cut") > 0) & (pl.col("hifp_pay") > 0) & annual_capped, "CAP_PARTLY"),
+        *[pl.when(~emp).then(e) for stage in resident_stages.LATER for e in stage.reasons()],
+        *[pl.when(emp).then(e) for stage in [employee_stages.CAP, *employee_stages.LATER] for e in stage.reasons()],
     ])
     where = (
         pl.when(pl.col("in_city")).then(pl.lit("in city"))
@@ -272,12 +298,14 @@ def _explain(df: pl.DataFrame) -> pl.DataFrame:
         pl.concat_str([pl.lit("in scope "), y(pl.col("inscp_scp_amt")), pl.lit(" = class A "), y(pl.col("cls_a_amt")),
                        pl.lit(" + class B "), y(pl.col("cls_b_amt")), pl.lit(" − class-B pre-self-pay "),
                        y(pl.col("preselfpay_amt"))]),
-        *[e for stage in resident_stages.BASIC for e in stage.explain()],
+        *[pl.when(~emp).then(e) for stage in resident_stages.BASIC for e in stage.explain()],
+        *[pl.when(emp).then(e) for stage in employee_stages.BASIC for e in stage.explain()],
         when_text(pl.col("hifp_paid_before").is_not_null() & ~pl.col("rule_pending"),
                   "annual cap ", y(pl.col("hifp_cap")), ": left before ", y(cap_left), ", after ",
                   y(cap_left - pl.col("hifp_pay"))),
         when_text(pl.col("hifp_cap_cut") > 0, "cap cut ", y(pl.col("hifp_cap_cut"))),
-        *[e for stage in resident_stages.LATER for e in stage.explain()],
+        *[pl.when(~emp).then(e) for stage in resident_stages.LATER for e in stage.explain()],
+        *[pl.when(emp).then(e) for stage in [employee_stages.CAP, *employee_stages.LATER] for e in stage.explain()],
         pl.concat_str([pl.lit("funds pay "), y(pl.col("fund_pay_sumamt")), pl.lit(" (basic "), y(pl.col("hifp_pay")),
                        pl.lit(", critical illness "), y(pl.col("hifmi_pay")), pl.lit(", assistance "),
                        y(pl.col("maf_pay")), pl.lit(", tilt "), y(pl.col("maf_tilt_pay")), pl.lit("); person pays "),

@@ -55,4 +55,17 @@ LINE_REASONS: dict[str, str] = {
     "OUT_OF_SCOPE_WITHIN_LIMIT": "rural low-income stay within its out-of-scope limit (POLICY §3.10)",
     "OUT_OF_SCOPE_VIOLATION": "rural low-income stay over its out-of-scope limit at an institution outside Suizhou: the person pays the excess (POLICY §3.10)",
     "OUT_OF_SCOPE_EXCESS_TO_INSTITUTION": "rural low-income stay over its out-of-scope limit: the excess is borne by the institution, not the person (POLICY §3.10)",
+    # Xiangyang employees (POLICY §4; transforms/employee/)
+    "TERMINATED": "employee benefit terminated on the date: outside the benefit period, no fund pays and the personal account may not pay either; the cost counts toward no deductible, cap or band (POLICY §4.3)",
+    "WAITING_PERIOD": "a flexible worker's first months (6) from the begin date of their earliest flexible period: no fund pays and the personal account may not pay either; the cost counts toward nothing (POLICY §4.3)",
+    "EMPLOYER_ENROLMENT_MONTH": "the month in which an employer first enrolled the person: no fund pays and the personal account may not pay either; the cost counts toward nothing (POLICY §4.3)",
+    "NO_EMPLOYMENT_PERIOD": "no employment period valid on the settlement date: not insured as an employee that day, no fund pays; the cost counts toward nothing (POLICY §4.1, §4.3)",
+    "SUSPENDED": "employee insurance suspended on the date: no fund pays, the personal account may; the cost counts toward no deductible, cap or band (POLICY §4.3)",
+    "ARREARS": "contribution arrears of 3 months or more on the date: no fund pays, the personal account may; the cost counts toward nothing (POLICY §4.3)",
+    "UNVERIFIED": "the previous month was not verified: no fund pays, the personal account may; the cost counts toward nothing (POLICY §4.3)",
+    "OP_NOT_IN_FORCE": "employee outpatient pooling not in force on the date (before the reform of 2022-12-31) (POLICY §4.3)",
+    "NO_PRESCRIBING_INSTITUTION": "employee pharmacy claim without a prescribing institution: no level to pay at, not a pooling claim (POLICY §4.3, A-11)",
+    "OP_LEVEL_NOT_ALLOWED": "employee outpatient pooling does not pay at this institution level (POLICY §4.3)",
+    "EMP_OP_CAP_REACHED": "the employee outpatient-pooling annual cap (2,700 in service / 3,100 retired, one total across retirement) was reached before this line (POLICY §4.3)",
+    "EMP_OP_CAP_PARTLY": "the employee outpatient-pooling annual cap (2,700 in service / 3,100 retired) was reached on this line; paid partly (POLICY §4.3)",
 }

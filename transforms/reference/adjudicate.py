@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flows.policies import Policies
@@ -62,6 +62,7 @@ class Ctx:
     scheme: str
     ledger: str
     on: dt.date
+    employment: list[dict] = field(default_factory=list)  # the person's employment periods (§4, employees)
 
     @property
     def year(self) -> int:
@@ -113,6 +114,9 @@ def adjudicate_reference(lines: list[dict], registers: dict[str, list[dict]], po
     idents, certs = defaultdict(list), defaultdict(list)
     for r in registers["identities"]:
         idents[r["psn_no"]].append(r)
+    emps = defaultdict(list)
+    for r in registers.get("employment", []):
+        emps[r["psn_no"]].append(r)
     for r in registers["certifications"]:
         certs[r["psn_no"]].append(r)
     state: dict[tuple[str, int, str], int] = dict(carried or {})
@@ -128,7 +132,7 @@ def adjudicate_reference(lines: list[dict], registers: dict[str, list[dict]], po
                   ids={r["identity"] for r in idents[line["psn_no"]] if valid_on(r, on)},
                   certs=valid_certs, cert=cert, policies=policies, state=state,
                   region=REGIONS.get(person["insuplc_admdvs"][:4]), scheme=SCHEMES[line["insutype"]],
-                  ledger=ledger_of(line, cert["kind"] if cert else None), on=on)
+                  ledger=ledger_of(line, cert["kind"] if cert else None), on=on, employment=emps[line["psn_no"]])
         r = _one_line(ctx, done)
         done[line["setl_id"]] = r
         out.append(r)
@@ -150,6 +154,11 @@ def _one_line(ctx: Ctx, done: dict) -> dict[str, Any]:
         for name, amount in orig.get("_acc", {}).items():
             ctx.add(name, -amount)
             res["_acc"][name] = -amount
+        return _finish(res)
+
+    if ctx.region == "xiangyang" and ctx.scheme == "employee":  # §4: transforms/reference/employee.py
+        from transforms.reference import employee
+        employee.adjudicate(res, ctx)
         return _finish(res)
 
     if not (ctx.region == "suizhou" and ctx.scheme == "resident"):
