@@ -82,6 +82,8 @@ def population(draw):
                              dise_cert_code=draw(st.sampled_from([None, *codes])) if med_type == "9901" else None,
                              presc_fixmedins_code=draw(st.sampled_from([None, "SZ1", "SZ3"]))
                              if inst == "PH1" else None))
+            if len(mine) > 1 and draw(st.integers(0, 4)) == 0:  # §3.5/A-5: a second line of the same stay or visit
+                mine[-1]["mdtrt_id"] = mine[-2]["mdtrt_id"]
             if med_type in CERT_MED_TYPES:  # §3.4: validation lets only a certification valid on the date through
                 valid = [c[1] for c in certs if c[0] == pid and _cert_valid(c, day.date())]
                 code = None

@@ -314,7 +314,9 @@ def test_xlsx_opens_with_labels_money_and_no_formula(con, tmp_path):
     ig = wb["按身份类别 by identity group"]
     ig_codes = [c.value for c in ig[3]]
     groups = {r[0]: dict(zip(ig_codes, r, strict=True)) for r in ig.iter_rows(min_row=4, values_only=True)}
-    assert groups["s3"]["lines"] == 5 and groups["ordinary"]["lines"] == 3 and groups["s1"]["lines"] == 1
+    # identity_group is the line's own (engine, §2 blocks of Suizhou); P4 is a Xiangyang resident
+    assert groups["s3"]["lines"] == 5 and groups["ordinary"]["lines"] == 2 and groups["s1"]["lines"] == 1
+    assert groups["resident"]["lines"] == 1
     ratio = wb["县域内住院支付比例 ratio"]
     r_codes = [c.value for c in ratio[3]]
     first = dict(zip(r_codes, next(ratio.iter_rows(min_row=4, values_only=True)), strict=True))

@@ -65,6 +65,7 @@ ADJUDICATED_COLUMNS = [
     "setl_time", "orig_setl_id", *MONEY_COLUMNS, "deposit_waived", "reason_codes", "explanation",
     "chronic_over_limit_amt", "burden_excluded_amt",  # ours (§3.4, A-21): null outside chronic/special_drug
     "acct_allowed", "emp_status", "benefit_block",  # ours (§4.3): employees' status and benefit period
+    "identity_group",  # ours (§2): s1 / s2 / s3 / ordinary for Suizhou residents, else the scheme
 ]
 
 
@@ -180,8 +181,21 @@ def _apply_reversals(df: pl.DataFrame) -> pl.DataFrame:
     ])
 
 
+def _identity_group(part: pl.DataFrame, policies: Policies, used: set, region: str, scheme: str) -> pl.Series:
+    """POLICY §2 block of the person on the line's date (the most protected block wins)."""
+    from transforms.resident.inpatient import in_list_on_date
+    group = pl.Series("g", ["ordinary"] * part.height, dtype=pl.String)
+    for block in ("s3", "s2", "s1"):
+        # informational: a missing block list does not stop the run (need=False)
+        hit = in_list_on_date(part, policies, region, scheme, f"identities.{block}", used, "identities",
+                              need=pl.lit(False))
+        group = pl.select(pl.when(hit).then(pl.lit(block)).otherwise(group)).to_series()
+    return group
+
+
 def _suizhou_resident(part: pl.DataFrame, policies: Policies, used: set) -> pl.DataFrame:
     region, scheme = "suizhou", "resident"
+    part = part.with_columns(_identity_group(part, policies, used, region, scheme).alias("identity_group"))
     part = class_b_preselfpay(part, policies, used, region, scheme, "inpatient")
     part = part.with_columns(pl.lit(0, pl.Int64).alias("hifp_raw"), pl.lit(False).alias("handled"),
                              pl.lit(0, pl.Int64).alias("pool_prop_selfpay"))
@@ -239,6 +253,8 @@ def _pending(part: pl.DataFrame) -> pl.DataFrame:
 
 
 def _zero_missing(df: pl.DataFrame) -> pl.DataFrame:
+    group = pl.col("identity_group") if "identity_group" in df.columns else pl.lit(None, pl.String)
+    df = df.with_columns(pl.coalesce(group, pl.col("scheme"), pl.lit("unknown")).alias("identity_group"))
     zero_if_missing = ["offsite_preselfpay_amt", "act_pay_dedc", "hifp_pay", "pool_prop_selfpay", "hifp_cap_cut",
                        "hifmi_pay", "maf_pay", "maf_tilt_pay", "hosp_part_amt", "acct_pay", "acct_mulaid_pay",
                        *ACCUMULATORS.values()]

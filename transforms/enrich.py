@@ -21,7 +21,9 @@ def ledger_expr() -> pl.Expr:
     mt = pl.col("med_type")
     rescue = pl.col("is_emergency_rescue").fill_null(False)
     return (
-        pl.when(mt.is_in(["21", "22", "24"]) | ((mt == "13") & rescue)).then(pl.lit("inpatient"))
+        # §3.5: a rescue, or an emergency visit that turned into a stay (same mdtrt_id as a 24), is a stay
+        pl.when(mt.is_in(["21", "22", "24"]) | ((mt == "13") & (rescue | pl.col("merged_into_stay"))))
+        .then(pl.lit("inpatient"))
         .when(mt == "52").then(pl.lit("maternity"))
         .when(mt == "28").then(pl.lit("day_surgery"))
         .when(mt == "9901").then(pl.lit("two_disease"))
@@ -85,9 +87,15 @@ def enrich(lines: pl.DataFrame, registers: dict[str, pl.DataFrame]) -> pl.DataFr
         (pl.col("inst_admdvs").str.slice(0, 4) == pl.col("insuplc_admdvs").str.slice(0, 4)).alias("in_city"),
         (pl.col("inst_admdvs").str.slice(0, 2) == pl.col("insuplc_admdvs").str.slice(0, 2)).alias("in_province"),
     )
+    # §3.5: the emergency visit (13) of a stay that it turned into (24, same person and mdtrt_id in this batch)
+    stays = lines.filter(pl.col("med_type") == "24").select("psn_no", "mdtrt_id").unique()
+    out = out.join(stays.with_columns(pl.lit(True).alias("merged_into_stay")), on=["psn_no", "mdtrt_id"],
+                   how="left", maintain_order="left")
+    out = out.with_columns(((pl.col("med_type") == "13") & pl.col("merged_into_stay").fill_null(False))
+                           .alias("merged_into_stay"))
     out = out.with_columns(ledger_expr().alias("ledger"))
     # POLICY §1.9: an out-of-city line without offsite_type is 101 when it is an emergency, else 903.
-    emergency = (pl.col("med_type") == "24") | pl.col("is_emergency_rescue")
+    emergency = (pl.col("med_type") == "24") | pl.col("is_emergency_rescue") | pl.col("merged_into_stay")
     out = out.with_columns(
         pl.when(pl.col("in_city")).then(pl.lit(None, pl.String))
         .when(pl.col("offsite_type").is_not_null()).then(pl.col("offsite_type"))

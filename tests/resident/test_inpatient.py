@@ -194,3 +194,27 @@ def test_critical_illness_accumulates_across_lines():
     out = run([line("P1", "2025-02-01", "SZ2", a=yuan(40000)), line("P1", "2025-03-01", "SZ2", a=yuan(40000))],
               regs).sort("setl_time")
     assert out["hifmi_pay"].to_list() == [0, yuan(2880)]
+
+
+def test_emergency_visit_merged_into_the_stay_it_turned_into_has_one_deductible():
+    """§3.5: the emergency visit (13) and the stay (24) share mdtrt_id and are adjudicated together:
+    level 2: 300 + 2,000 in scope, one deductible 500 → 300 taken on the visit, 200 on the stay."""
+    regs = registers([person("P1")])
+    visit = line("P1", "2025-06-01 08:00:00", "SZ2", med_type="13", a=yuan(300), mdtrt_id="M-E1")
+    stay = line("P1", "2025-06-05 10:00:00", "SZ2", med_type="24", a=yuan(2000), mdtrt_id="M-E1")
+    out = run([visit, stay], regs).sort("setl_time")
+    assert out["ledger"].to_list() == ["inpatient", "inpatient"]
+    assert out["act_pay_dedc"].to_list() == [yuan(300), yuan(200)]
+    assert out["hifp_pay"].to_list() == [0, yuan(1440)]  # (2000 − 200) × 80%
+    alone = one([line("P1", "2025-06-01", "SZ2", med_type="13", a=yuan(300))], regs)
+    assert alone["ledger"] == "outpatient_pool"  # an ordinary emergency visit is general outpatient care (§3.2)
+
+
+def test_interim_settlements_of_one_stay_share_its_deductible_across_months():
+    regs = registers([person("P1")])
+    first = line("P1", "2025-06-30", "SZ3", a=yuan(600), mdtrt_id="M-S1")
+    second = line("P1", "2025-07-10", "SZ3", a=yuan(5000), mdtrt_id="M-S1")
+    june = adjudicate(lines([first]), regs, POL)
+    july = adjudicate(lines([second]), regs, POL, carried=june.accumulators).adjudicated.row(0, named=True)
+    assert june.adjudicated["act_pay_dedc"][0] == yuan(600)
+    assert july["act_pay_dedc"] == yuan(300) and july["hifp_pay"] == yuan(3290)  # (5000 − 300) × 70%

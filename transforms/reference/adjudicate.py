@@ -24,9 +24,9 @@ MONEY = ("preselfpay_amt", "offsite_preselfpay_amt", "act_pay_dedc", "hifp_pay",
          "hifmi_pay", "maf_pay", "maf_tilt_pay", "hosp_part_amt", "acct_pay", "acct_mulaid_pay")
 
 
-def ledger_of(line: dict, cert_kind: str | None) -> str:
+def ledger_of(line: dict, cert_kind: str | None, merged: bool = False) -> str:
     mt, rescue = line["med_type"], bool(line.get("is_emergency_rescue"))
-    if mt in ("21", "22", "24") or (mt == "13" and rescue):
+    if mt in ("21", "22", "24") or (mt == "13" and (rescue or merged)):
         return "inpatient"
     if mt == "52":
         return "maternity"
@@ -62,6 +62,7 @@ class Ctx:
     scheme: str
     ledger: str
     on: dt.date
+    merged: bool = False  # an emergency visit merged into the stay it turned into (§3.5)
     employment: list[dict] = field(default_factory=list)  # the person's employment periods (§4, employees)
 
     @property
@@ -90,7 +91,8 @@ class Ctx:
             return None
         if self.line.get("offsite_type"):
             return self.line["offsite_type"]
-        return "101" if self.line["med_type"] == "24" or self.line.get("is_emergency_rescue") else "903"
+        emergency = self.line["med_type"] == "24" or self.line.get("is_emergency_rescue") or self.merged
+        return "101" if emergency else "903"
 
     def val(self, name: str) -> Any:
         return self.policies.value(self.region, self.scheme, name, self.on)
@@ -121,18 +123,22 @@ def adjudicate_reference(lines: list[dict], registers: dict[str, list[dict]], po
         certs[r["psn_no"]].append(r)
     state: dict[tuple[str, int, str], int] = dict(carried or {})
     done: dict[str, dict] = dict(originals or {})
+    stays = {(x["psn_no"], x["mdtrt_id"]) for x in lines if x["med_type"] == "24"}
     out = []
     for line in sorted(lines, key=lambda x: (x["psn_no"], x["setl_time"], x["setl_id"])):
         on = line["setl_time"].date()
         person = persons[line["psn_no"]]
         valid_certs = [c for c in certs[line["psn_no"]] if valid_on(c, on)]
         cert = next((c for c in valid_certs if c["dise_cert_code"] == line.get("dise_cert_code")), None)
+        # §3.5: an emergency visit merged into the stay it turned into (same person and mdtrt_id as a 24)
+        merged = line["med_type"] == "13" and (line["psn_no"], line["mdtrt_id"]) in stays
         ctx = Ctx(line=line, person=person, inst=insts[line["fixmedins_code"]],
                   presc_inst=insts.get(line.get("presc_fixmedins_code") or ""),
                   ids={r["identity"] for r in idents[line["psn_no"]] if valid_on(r, on)},
                   certs=valid_certs, cert=cert, policies=policies, state=state,
                   region=REGIONS.get(person["insuplc_admdvs"][:4]), scheme=SCHEMES[line["insutype"]],
-                  ledger=ledger_of(line, cert["kind"] if cert else None), on=on, employment=emps[line["psn_no"]])
+                  ledger=ledger_of(line, cert["kind"] if cert else None, merged),
+                  on=on, employment=emps[line["psn_no"]], merged=merged)
         r = _one_line(ctx, done)
         done[line["setl_id"]] = r
         out.append(r)

@@ -35,7 +35,10 @@ def stay(res: dict, ctx: Ctx) -> int:
     else:
         name = "inpatient.deductible_in_city" if ctx.in_city else "inpatient.deductible_out_of_city"
         deductible = yuan_to_fen(ctx.keyed(name, ctx.level))
-    taken = min(max(base, 0), deductible)
+    # one deductible per stay (mdtrt_id), shared by its lines (A-5, §3.5)
+    name = f"stay_ded_used:{line['mdtrt_id']}"
+    taken = min(max(base, 0), max(0, deductible - ctx.acc(name)))
+    record(res, ctx, name, taken)
     after = max(base - taken, 0)
     res["act_pay_dedc"] = taken
     held = (line["med_type"] == "22" and not line.get("trauma_report_no")

@@ -16,6 +16,7 @@ import polars as pl
 from flows.policies import Policies
 from transforms.enrich import STAY_LEDGERS
 from transforms.explain import bp_text, code_if, fen_text, when_text
+from transforms.accumulate import capped_payment
 from transforms.money import expr_apply_rate
 from transforms.params import attach, rate, yuan_to_fen
 from transforms.stage import Stage, mark_handled
@@ -78,10 +79,18 @@ def adjudicate_stays(lines: pl.DataFrame, policies: Policies, used: set) -> pl.D
         .when(pl.col("in_city")).then(pl.col("__ded_in"))
         .otherwise(pl.col("__ded_out"))
     )
+    # The deductible is per stay: every line of one stay (same mdtrt_id — interim settlements, the
+    # emergency visit merged into it, §3.5) draws on one deductible: a running total capped at D
+    # (primitive 2), carried across months as `stay_ded_used:<mdtrt_id>`. A reversal gives back exactly
+    # what its original took.
+    toward = (pl.when(~stay).then(0)
+              .when(pl.col("is_reversal")).then(pl.col("rev_act_pay_dedc").fill_null(0))
+              .otherwise(pl.max_horizontal(base, 0)))
+    lines = lines.with_columns(pl.when(stay).then(ded).otherwise(0).alias("deductible_fen"))
     lines = lines.with_columns(
-        pl.when(stay).then(pl.min_horizontal(pl.max_horizontal(base, 0), ded)).otherwise(0).alias("act_pay_dedc"),
-        pl.when(stay).then(ded).otherwise(0).alias("deductible_fen"),
-    )
+        capped_payment(toward, pl.col("deductible_fen"), pl.col("carried_stay_ded_used"),
+                       ["psn_no", "year", "mdtrt_id"]).alias("act_pay_dedc"))
+    lines = lines.with_columns(pl.when(stay).then(pl.col("act_pay_dedc")).otherwise(0).alias("stay_ded_added"))
     after = pl.max_horizontal(base - pl.col("act_pay_dedc"), 0)
     raw = pl.when(~pl.col("held_for_review")).then(expr_apply_rate(after, pl.col("hifp_rate_bp"))).otherwise(0)
     lines = lines.with_columns(pl.when(stay).then(after).otherwise(None).alias("after_deductible"))
@@ -122,6 +131,7 @@ def _explain() -> list[pl.Expr]:
 STAGE = Stage(
     name="resident stays (§3.5–§3.6)",
     run=adjudicate_stays,
+    accumulators={"stay_ded_used:{mdtrt_id}": "stay_ded_added"},
     defaults={"after_deductible": pl.Int64, "deductible_fen": pl.Int64, "hifp_rate_bp": pl.Int64,
               "offsite_rate_bp": pl.Int64, "held_for_review": pl.Boolean, "deductible_exempt": pl.Boolean},
     reasons=_reasons,
