@@ -205,6 +205,8 @@ def _run_one_month(month: str, input_dir: str, db: str, triggered_by: str) -> st
             con.close()
         raise
     shutil.rmtree(stage, ignore_errors=True)
+    from flows.artifacts import publish
+    publish(db, month, run_id)  # Prefect table and markdown artifacts of the month (issue 5)
     logger.info("%s: run %s succeeded", month, run_id)
     return run_id
 

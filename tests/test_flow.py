@@ -182,3 +182,11 @@ store.write_month(con, "crash", "2025-02", frames, {{"input_files": [], "rows_in
     after = {t: q(db, f"SELECT count(*), sum(hash(COLUMNS(*))::HUGEINT) FROM {t}")[0] for t in store.MONTH_TABLES}
     assert after == before
     assert q(db, "SELECT status FROM runs WHERE run_id='crash'")[0][0] == "running"  # closed by the next writer
+
+
+def test_each_run_publishes_its_artifacts(loaded):
+    from prefect.artifacts import Artifact
+    table = Artifact.get("yibao-month-funds")
+    summary = Artifact.get("yibao-month-summary")
+    assert table is not None and "hifp_pay" in str(table.data)
+    assert summary is not None and "lines adjudicated" in str(summary.data)

@@ -1,0 +1,48 @@
+"""Prefect artifacts of a month's run (issue 5): a table (fund totals, rejects by reason, violations) and a
+markdown summary, keyed `yibao-month-funds` / `yibao-month-summary` so Prefect lines up the months' history."""
+
+from __future__ import annotations
+
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from flows import store
+
+FUNDS = ("hifp_pay", "hifmi_pay", "maf_pay", "maf_tilt_pay", "hosp_part_amt", "acct_pay", "acct_mulaid_pay",
+         "psn_cash_pay")
+
+
+def month_figures(db: str, month: str) -> dict:
+    con = store.connect(db, read_only=True)
+    try:
+        totals = con.execute("SELECT count(*), coalesce(sum(medfee_sumamt), 0), "
+                             + ", ".join(f"coalesce(sum({f}), 0)" for f in FUNDS)
+                             + " FROM adjudicated WHERE month = ?", [month]).fetchone()
+        rejects = con.execute("SELECT reason_code, count(*) FROM rejects WHERE month = ? GROUP BY 1 ORDER BY 2 DESC",
+                              [month]).fetchall()
+        violations = con.execute("SELECT count(*) FILTER (WHERE reason_codes LIKE '%OUT_OF_SCOPE_%' "
+                                 "AND reason_codes NOT LIKE '%WITHIN_LIMIT%' AND reason_codes NOT LIKE '%NOT_CONTROLLED%'),"
+                                 " coalesce(sum(hosp_part_amt), 0) FROM adjudicated WHERE month = ?", [month]).fetchone()
+    finally:
+        con.close()
+    return {"lines": totals[0], "total": totals[1], "funds": dict(zip(FUNDS, totals[2:], strict=True)),
+            "rejects": rejects, "violations": violations[0], "excess_to_institutions": violations[1]}
+
+
+def publish(db: str, month: str, run_id: str) -> dict:
+    f = month_figures(db, month)
+    rows = [{"month": month, "item": "total cost", "value": str(f["total"])}]
+    rows += [{"month": month, "item": fund, "value": str(v)} for fund, v in f["funds"].items()]
+    rows += [{"month": month, "item": f"rejects {code}", "value": str(n)} for code, n in f["rejects"]]
+    rows.append({"month": month, "item": "out-of-scope violations", "value": str(f["violations"])})
+    create_table_artifact(rows, key="yibao-month-funds", description=f"{month}: fund totals (yuan), rejects, violations")
+    md = "\n".join([
+        f"# yibao {month} (run `{run_id}`)", "",
+        f"- lines adjudicated: **{f['lines']:,}**; total cost {f['total']:,.2f} yuan",
+        *[f"- {fund}: {v:,.2f}" for fund, v in f["funds"].items()],
+        f"- rejects: {sum(n for _, n in f['rejects']):,} ("
+        + ", ".join(f"{c} {n}" for c, n in f["rejects"]) + ")",
+        f"- out-of-scope violations: {f['violations']:,}; excess borne by institutions "
+        f"{f['excess_to_institutions']:,.2f}",
+    ])
+    create_markdown_artifact(md, key="yibao-month-summary", description=f"{month} summary")
+    return f
