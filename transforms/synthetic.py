@@ -941,7 +941,9 @@ def _certifications(p: SampleParams, persons: pl.DataFrame, r: _Rng, chunk: int)
         "special_transplant": pl.when(age >= 18).then(0.0005).otherwise(0.0),
         "special_dialysis": pl.when(age >= 18).then(0.001).otherwise(0.0),
         "special_mental": pl.when(age >= 16).then(0.002).otherwise(0.0),
-        "special_drug": pl.when(age >= 18).then(0.0015).otherwise(0.0),
+        # special-drug qualifications for residents only: the Xiangyang employee special-drug rate is a
+        # missing parameter (POLICY §4.4), and a line that needs it stops the run (§6)
+        "special_drug": pl.when((age >= 18) & (pl.col("insutype") == "390")).then(0.0015).otherwise(0.0),
     }
     frames = []
     for ki, (kind, pr) in enumerate(probs.items()):
