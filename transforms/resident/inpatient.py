@@ -14,9 +14,9 @@ from __future__ import annotations
 import polars as pl
 
 from flows.policies import Policies
+from transforms.accumulate import capped_payment
 from transforms.enrich import STAY_LEDGERS
 from transforms.explain import bp_text, code_if, fen_text, when_text
-from transforms.accumulate import capped_payment
 from transforms.money import expr_apply_rate
 from transforms.params import attach, rate, yuan_to_fen
 from transforms.stage import Stage, mark_handled
