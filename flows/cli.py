@@ -44,6 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--input", type=Path, default=None)
     v.add_argument("--db", type=Path, default=None)
 
+    c = sub.add_parser("contributions", help="contributions per person and year (POLICY §3.1, §4.1): summary, export")
+    c.add_argument("--year", type=int, required=True)
+    c.add_argument("--format", dest="fmt", choices=["table", "csv", "xlsx"], default="table")
+    c.add_argument("--out", type=Path, default=None, help="file for csv (default stdout) or xlsx (required)")
+    c.add_argument("--db", type=Path, default=None, help="DuckDB file whose runs stored the year (read-only)")
+    c.add_argument("--input", type=Path, default=None,
+                   help="input folder: computed from its registers when the database holds nothing for the year")
+
     from flows import cli_reports
     cli_reports.add_commands(sub)
     return p
@@ -63,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.cmd == "demo":
             return _demo(args)
+        if args.cmd == "contributions":
+            return _contributions(args)
         if args.cmd == "serve":
             from flows.schedule import serve
             serve(str((args.input or default_input()).resolve()), str((args.db or default_db()).resolve()))
@@ -77,6 +87,50 @@ def main(argv: list[str] | None = None) -> int:
         print(f"yibao: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
         return 1
     return 2
+
+
+def _contributions(args) -> int:
+    """`yibao contributions --year Y`: the stored year (any run of Y writes it), else computed from the registers."""
+    import polars as pl
+
+    from flows import reports, store
+    from transforms.contributions import CONTRIBUTION_SCHEMA, contributions, summary
+    if args.fmt == "xlsx" and args.out is None:
+        raise ValueError("--format xlsx needs --out FILE")
+    db = Path(args.db or default_db())
+    frame, source = None, ""
+    if db.exists():
+        con = store.connect(db, read_only=True)
+        try:
+            if reports.has_table(con, "contributions"):
+                got = store.fetch_fen(con, f"SELECT {', '.join(CONTRIBUTION_SCHEMA)} FROM contributions WHERE year = ?"
+                                           " ORDER BY psn_no", [args.year])
+                if got.height:
+                    frame, source = got, f"database {db}"
+        finally:
+            con.close()
+    if frame is None:
+        from flows.ingest import load_registers
+        from flows.policies import load_policies
+        input_dir = Path(args.input or default_input())
+        frame, source = contributions(load_registers(input_dir), load_policies(), args.year), f"registers of {input_dir}"
+    money = {"personal_amt", "government_amt", "employer_amt"}
+    total = reports.Table("summary", f"contributions {args.year} by region, scheme and kind (from {source})",
+                          summary(frame).with_columns(pl.col("year").cast(pl.String)), money=money)
+    detail = reports.Table("contributions", f"contributions {args.year}, one row per person", frame, money=money)
+    missing = int(frame["personal_amt"].is_null().sum())
+    line = (f"contributions {args.year}: {frame.height:,} persons from {source}; {missing:,} with an amount that "
+            f"cannot be computed (see reason)")
+    if args.fmt == "table":
+        reports.print_table(total)
+        print(line)
+    elif args.fmt == "csv":
+        reports.write_csv(detail, args.out)
+        print(line, file=sys.stderr)
+    else:
+        reports.write_xlsx([total, detail], args.out)
+        print(f"{line}; written to {args.out}", file=sys.stderr)
+    return 0
 
 
 def _run(args) -> int:

@@ -27,6 +27,7 @@ from flows.ingest import load_registers, month_files, read_table
 from flows.policies import POLICY_ROOT, load_policies
 from flows.reports import person_snapshot, write_person_snapshot
 from schemas.outputs import Accumulators, Adjudicated
+from transforms.contributions import contributions
 from transforms.engine import adjudicate
 from transforms.resident.application import OUTPUT_SCHEMA as APPLICATION_SCHEMA
 from transforms.resident.application import apply_applications
@@ -117,15 +118,24 @@ def adjudicate_month(stage: str, db: str, month: str) -> str:
         carried = store.carried_accumulators(con, month)
         rev = accepted.filter(pl.col("orig_setl_id").is_not_null())["orig_setl_id"].to_list()
         originals = store.original_results(con, month, rev)
+        balances = store.carried_balances(con, month)  # personal accounts: end of the previous month, any year
+        original_ledger = store.original_ledger(con, month, rev)
     finally:
         con.close()
-    result = adjudicate(accepted, regs, load_policies(), carried=carried, originals=originals)
+    first = dt.date(int(month[:4]), int(month[5:]), 1)
+    last = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)
+    policies = load_policies()
+    result = adjudicate(accepted, regs, policies, carried=carried, originals=originals, balances=balances,
+                        original_ledger=original_ledger if original_ledger.height else None, period=(first, last))
     # Output models, eagerly (schema and data), before anything is written (schemas/outputs.py).
     Adjudicated.validate(result.adjudicated, lazy=True)
     Accumulators.validate(result.accumulators, lazy=True)
     result.adjudicated.write_parquet(stage_p / "adjudicated.parquet")
     _applications(stage_p, db, month, result.adjudicated, regs)
     result.accumulators.write_parquet(stage_p / "accumulators.parquet")
+    result.account_ledger.with_row_index("seq").write_parquet(stage_p / "account_ledger.parquet")
+    result.account_balances.write_parquet(stage_p / "account_month_end.parquet")
+    contributions(regs, policies, first.year).write_parquet(stage_p / "contributions.parquet")  # §3.1, §4.1
     (stage_p / "adjudicate.json").write_text(json.dumps({"assumptions": result.assumptions,
                                                          "lines": result.adjudicated.height}))
     return str(stage_p / "adjudicated.parquet")
@@ -158,6 +168,9 @@ def persist(stage: str, db: str, month: str, run_id: str) -> str:
         "adjudicated": pl.read_parquet(stage_p / "adjudicated.parquet"),
         "accumulators": pl.read_parquet(stage_p / "accumulators.parquet"),
         "assistance_applications": pl.read_parquet(stage_p / "assistance_applications.parquet"),
+        "account_ledger": pl.read_parquet(stage_p / "account_ledger.parquet"),
+        "account_month_end": pl.read_parquet(stage_p / "account_month_end.parquet"),
+        "contributions": pl.read_parquet(stage_p / "contributions.parquet"),
     }
     record = json.loads((stage_p / "ingest.json").read_text())
     adj = json.loads((stage_p / "adjudicate.json").read_text())
@@ -214,7 +227,8 @@ def _run_one_month(month: str, input_dir: str, db: str, triggered_by: str) -> st
 def _later_loaded(db: str, month: str) -> list[tuple[str, str]]:
     con = store.connect(db)
     try:
-        later = [m for m in store.loaded_months(con) if m > month and m[:4] == month[:4]]
+        # every later month: accumulators restart each year, but personal-account balances carry into the next
+        later = [m for m in store.loaded_months(con) if m > month]
         out = []
         for m in later:
             row = con.execute("SELECT input_dir FROM runs WHERE month=? AND status='succeeded' "
@@ -262,7 +276,8 @@ def writer_lock(db: str):
 
 @flow(name="yibao-month", log_prints=False)
 def month_flow(month: str, input_dir: str, db: str) -> list[str]:
-    """Run one month; then re-run the later months of that year already loaded (DATA.md §5)."""
+    """Run one month; then re-run the later months already loaded (DATA.md §5: those of that year; later years
+    too, because personal-account balances carry across years, POLICY §4.5)."""
     with writer_lock(db):
         later = _later_loaded(db, month)
         run_ids = [_run_one_month(month, input_dir, db, "user")]

@@ -57,6 +57,16 @@ TABLES: dict[str, list[tuple[str, str]]] = {
     "assistance_applications": _cols("""run_id VARCHAR, month VARCHAR, app_id VARCHAR, psn_no VARCHAR,
         confirm_date DATE, window_start DATE, window_end DATE, base_amt MONEY, paid_amt MONEY, lines BIGINT,
         status VARCHAR, reason VARCHAR, explanation VARCHAR"""),
+    # POLICY §4.2/§4.5 (transforms/accounts.py): every account movement with the balance after it, in the order
+    # of the walk (seq); amount is the signed change of the balance (payments negative, credits and refunds positive)
+    "account_ledger": _cols("""run_id VARCHAR, month VARCHAR, seq BIGINT, psn_no VARCHAR, ts TIMESTAMP, kind VARCHAR,
+        amount MONEY, balc_after MONEY, setl_id VARCHAR, user_psn_no VARCHAR, orig_setl_id VARCHAR"""),
+    # each account's state at the end of the month (balance at the end of as_of); never restarts with the year
+    "account_month_end": _cols("run_id VARCHAR, month VARCHAR, psn_no VARCHAR, as_of DATE, balc MONEY"),
+    # POLICY §3.1/§4.1 (transforms/contributions.py): person × year, replaced by every run of that year
+    "contributions": _cols("""run_id VARCHAR, month VARCHAR, psn_no VARCHAR, year INTEGER, region VARCHAR,
+        scheme VARCHAR, kind VARCHAR, months INTEGER, personal_amt MONEY, government_amt MONEY, employer_amt MONEY,
+        reason VARCHAR"""),
 }
 
 
@@ -70,7 +80,8 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
                 con.execute(f"ALTER TABLE {table} ADD COLUMN {n} {t}")
 
 
-MONTH_TABLES = ("settlements", "rejects", "adjudicated", "accumulators", "assistance_applications")
+MONTH_TABLES = ("settlements", "rejects", "adjudicated", "accumulators", "assistance_applications", "account_ledger",
+                "account_month_end")
 
 
 def connect(db: Path | str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -142,6 +153,12 @@ def write_month(con: duckdb.DuckDBPyConnection, run_id: str, month: str, frames:
             con.register("__src", df)
             con.execute(_insert_select(con, table, "__src", set(df.columns)))
             con.unregister("__src")
+        if "contributions" in frames:  # person × year: the year's rows, replaced whole
+            df = frames["contributions"].with_columns(pl.lit(run_id).alias("run_id"), pl.lit(month).alias("month"))
+            con.execute("DELETE FROM contributions WHERE year = ?", [int(month[:4])])
+            con.register("__src", df)
+            con.execute(_insert_select(con, "contributions", "__src", set(df.columns)))
+            con.unregister("__src")
         if os.environ.get("YIBAO_FAULT") == "inside_write":  # fault injection for the crash-safety test
             os._exit(70)
         con.execute(
@@ -174,6 +191,28 @@ def carried_accumulators(con: duckdb.DuckDBPyConnection, month: str) -> pl.DataF
                  row_number() OVER (PARTITION BY psn_no, year, name ORDER BY month DESC) rn
           FROM accumulators WHERE year = ? AND month < ?) WHERE rn = 1
     """, [year, month]).with_columns(pl.col("year").cast(pl.Int32))
+
+
+def carried_balances(con: duckdb.DuckDBPyConnection, month: str) -> pl.DataFrame:
+    """Each account's state at the end of the latest stored month before `month`, whatever the year (personal
+    accounts never restart, POLICY §4.5): psn_no, as_of, balc (fen)."""
+    return fetch_fen(con, """
+        SELECT psn_no, as_of, balc FROM (
+          SELECT psn_no, as_of, balc, row_number() OVER (PARTITION BY psn_no ORDER BY month DESC) rn
+          FROM account_month_end WHERE month < ?) WHERE rn = 1
+    """, [month])
+
+
+def original_ledger(con: duckdb.DuckDBPyConnection, month: str, setl_ids: list[str]) -> pl.DataFrame:
+    """account_ledger rows of earlier months that name these settlements (what each account paid on them)."""
+    if not setl_ids:
+        return pl.DataFrame()
+    con.register("__ids", pl.DataFrame({"setl_id": setl_ids}, schema={"setl_id": pl.String}))
+    try:
+        return fetch_fen(con, "SELECT l.* EXCLUDE (run_id) FROM account_ledger l JOIN __ids USING (setl_id)"
+                              " WHERE l.month < ? ORDER BY l.month, l.seq", [month])
+    finally:
+        con.unregister("__ids")
 
 
 def known_settlements(con: duckdb.DuckDBPyConnection, month: str) -> pl.DataFrame:

@@ -18,6 +18,14 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from flows.policies import Policies
+from transforms.accounts import (
+    AccountInputs,
+    append_account_note,
+    apply_accounts,
+    empty_ledger,
+    empty_state,
+    period_of,
+)
 from transforms.accumulate import capped_payment
 from transforms.employee import stages as employee_stages
 from transforms.enrich import enrich
@@ -74,6 +82,9 @@ class Adjudication:
     adjudicated: pl.DataFrame
     accumulators: pl.DataFrame  # psn_no, year, name, value: the state after these lines
     used: set = field(default_factory=set)  # (region, scheme, parameter, assumption) actually used
+    # §4.2/§4.5 (transforms/accounts.py): every account movement, and each account's state after the period
+    account_ledger: pl.DataFrame = field(default_factory=empty_ledger)
+    account_balances: pl.DataFrame = field(default_factory=empty_state)
 
     @property
     def assumptions(self) -> list[str]:
@@ -85,23 +96,29 @@ def empty_carried() -> pl.DataFrame:
 
 
 def adjudicate(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], policies: Policies,
-               carried: pl.DataFrame | None = None, originals: pl.DataFrame | None = None) -> Adjudication:
+               carried: pl.DataFrame | None = None, originals: pl.DataFrame | None = None,
+               balances: pl.DataFrame | None = None, original_ledger: pl.DataFrame | None = None,
+               period: tuple | None = None) -> Adjudication:
     """Adjudicate accepted lines (any number of months of one year or several years).
 
     carried: accumulators at the end of the month before the first line (psn_no, year, name, value).
     originals: adjudicated rows of earlier runs that reversals in `lines` may name.
+    balances: personal-account state at the end of the previous month (psn_no, as_of, balc), any year;
+    original_ledger: account_ledger rows of earlier runs naming the originals; period: (first, last day)
+    whose month starts are credited, default the lines' months (transforms/accounts.py).
     """
     carried = carried if carried is not None else empty_carried()
+    acct = AccountInputs(balances=balances, original_ledger=original_ledger, period=period or period_of(lines))
     rev_ids = lines.filter(pl.col("orig_setl_id").is_not_null())["orig_setl_id"]
     in_batch = lines.filter(pl.col("setl_id").is_in(rev_ids.implode()))
     if in_batch.height == 0:
-        return _adjudicate_once(lines, registers, policies, carried, originals)
+        return _adjudicate_once(lines, registers, policies, carried, originals, acct)
     # Reversals of lines of this same batch: the original's result depends only on lines before it,
     # so iterate until the originals' results are stable (at most the depth of reversal chains).
     known = originals
     prev = None
     for _ in range(len(rev_ids) + 2):
-        res = _adjudicate_once(lines, registers, policies, carried, known)
+        res = _adjudicate_once(lines, registers, policies, carried, known, acct)
         got = res.adjudicated.filter(pl.col("setl_id").is_in(in_batch["setl_id"].implode()))
         if prev is not None and got.equals(prev):
             return res
@@ -111,7 +128,8 @@ def adjudicate(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], policies
 
 
 def _adjudicate_once(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], policies: Policies,
-                     carried: pl.DataFrame, originals: pl.DataFrame | None) -> Adjudication:
+                     carried: pl.DataFrame, originals: pl.DataFrame | None,
+                     acct: AccountInputs | None = None) -> Adjudication:
     used: set = set()
     df = enrich(lines, registers).sort(["psn_no", "setl_time", "setl_id"])
     df = df.with_columns(pl.col("setl_time").dt.strftime("%Y-%m").alias("month"))
@@ -129,11 +147,13 @@ def _adjudicate_once(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], po
     out = pl.concat(parts, how="diagonal_relaxed") if parts else _pending(df)
     out = out.sort(["psn_no", "setl_time", "setl_id"])
     out = _totals(_apply_reversals(_zero_missing(out)))
-    out = _explain(out)
+    out, accounts = apply_accounts(out, registers, policies, acct, used)  # own account, family accounts, cash
+    out = append_account_note(_explain(out))
     acc = _accumulators_after(out, carried)
     adjudicated = out.select([c for c in ADJUDICATED_COLUMNS if c in out.columns])
     check_invariants(adjudicated)
-    return Adjudication(adjudicated=adjudicated, accumulators=acc, used=used)
+    return Adjudication(adjudicated=adjudicated, accumulators=acc, used=used,
+                        account_ledger=accounts.ledger, account_balances=accounts.balances)
 
 
 def _join_carried(df: pl.DataFrame, carried: pl.DataFrame) -> pl.DataFrame:
