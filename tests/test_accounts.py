@@ -511,3 +511,45 @@ def test_monthly_tasks_write_a_ledger_that_chains_and_equals_one_run(tmp_path):
     assert _ledger_key(whole.account_ledger.select(cols).to_dicts()) == _ledger_key(ledger.select(cols).to_dicts())
     last = ends.filter(pl.col("month") == "2025-03").select("psn_no", "as_of", "balc").sort("psn_no")
     assert whole.account_balances.sort("psn_no").rows() == last.rows()
+
+
+# --------------------------------------------------------------------------- end to end through the engine
+
+
+@pytest.mark.parametrize("inst, cost, pooling, paid, left", [
+    ("XA1", 2000, 1280, 720, 420),  # E1
+    ("XA2", 2000, 1120, 880, 260),  # E2 level 2
+    ("XA3", 2000, 960, 1040, 100),  # E2 level 3
+    ("XA1", "1765.40", "1092.32", "673.08", "466.92"),  # E8
+])
+def test_e1_e2_e8_through_the_engine(inst, cost, pooling, paid, left):
+    """The employee fund stage computes the pooling; the account pays the rest; the balance is what POLICY §5 says."""
+    from transforms.engine import adjudicate
+    r = regs([person("R", admdvs=XY, insutype="310")], [RETIRED], balances=[("R", D(2024, 12, 31), 0)])
+    visit = line("R", "2025-12-15", inst, med_type="11", a=yuan(cost), insutype="310")
+    res = adjudicate(lines([visit]), r, POL, period=(D(2025, 12, 1), D(2025, 12, 31)))
+    got = res.adjudicated.select("hifp_pay", "acct_pay", "acct_mulaid_pay", "psn_cash_pay").row(0)
+    assert got == (yuan(pooling), yuan(paid), 0, 0)
+    assert res.account_balances.rows() == [("R", D(2025, 12, 31), yuan(left))]
+    assert {"A-14", "A-24"} <= set(res.assumptions)
+    assert "own account pays" in res.adjudicated["explanation"][0]
+
+
+def test_family_aid_and_waiting_period_through_the_engine():
+    """A flexible worker in the first six months: no fund and no account (§4.3), all cash, even with an
+    authoriser; after the wait the shortfall is drawn from the authoriser."""
+    from transforms.engine import adjudicate
+    r = regs([person("A", admdvs=XY, insutype="310"), person("F", admdvs=XY, insutype="310")],
+             [RETIRED[:0] + ("A", "12", False, None, None, "normal", "normal", D(2010, 1, 1), None),
+              emp("F", base=yuan(3450), flexible=True, begin=D(2025, 1, 1))],
+             [bind("A", "F", relation="spouse")], [("A", D(2024, 12, 31), yuan(500))])
+    waiting = line("F", "2025-03-10", "XA1", med_type="11", a=yuan(100), insutype="310")
+    later = line("F", "2025-08-10", "XA1", med_type="11", a=yuan(1000), insutype="310")
+    res = adjudicate(lines([waiting, later]), r, POL, period=(D(2025, 1, 1), D(2025, 8, 31)))
+    got = {s: row for s, *row in res.adjudicated.select("setl_id", "hifp_pay", "acct_pay", "acct_mulaid_pay",
+                                                          "psn_cash_pay").iter_rows()}
+    assert got[waiting["setl_id"]] == [0, 0, 0, yuan(100)]
+    hifp, own, aid, cash = got[later["setl_id"]]  # the waiting line's cost counted toward no deductible
+    assert hifp > 0 and own == 8 * yuan(69)  # F's own credits, Jan–Aug at 2% of 3,450, pay first
+    assert aid == yuan(1000) - hifp - own and cash == 0  # the rest from A's account
+    assert res.account_balances.filter(pl.col("psn_no") == "A")["balc"].item() == yuan(500 + 8 * 95) - aid
