@@ -6,9 +6,9 @@ from __future__ import annotations
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows import store
+from flows.views import FUNDS as PAYERS
 
-FUNDS = ("hifp_pay", "hifmi_pay", "maf_pay", "maf_tilt_pay", "hosp_part_amt", "acct_pay", "acct_mulaid_pay",
-         "psn_cash_pay")
+FUNDS = tuple(col for col, _ in PAYERS)  # every payer of a line, DATA.md §4
 
 
 def month_figures(db: str, month: str) -> dict:

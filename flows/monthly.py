@@ -108,11 +108,16 @@ def ingest_and_validate(input_dir: str, month: str, db: str, stage: str) -> str:
     return str(stage_p / "ingest.json")
 
 
+def _staged_registers(stage_p: Path) -> dict[str, pl.DataFrame]:
+    """The typed registers ingest wrote into the run's stage folder (reg_<name>.parquet)."""
+    return {p.stem[4:]: pl.read_parquet(p) for p in stage_p.glob("reg_*.parquet")}
+
+
 @task(name="adjudicate")
 def adjudicate_month(stage: str, db: str, month: str) -> str:
     stage_p = Path(stage)
     accepted = pl.read_parquet(stage_p / "accepted.parquet")
-    regs = {p.stem[4:]: pl.read_parquet(p) for p in stage_p.glob("reg_*.parquet")}
+    regs = _staged_registers(stage_p)
     con = store.connect(db)
     try:
         carried = store.carried_accumulators(con, month)
@@ -175,7 +180,7 @@ def persist(stage: str, db: str, month: str, run_id: str) -> str:
     record = json.loads((stage_p / "ingest.json").read_text())
     adj = json.loads((stage_p / "adjudicate.json").read_text())
     record.update(assumptions=adj["assumptions"], lines_adjudicated=adj["lines"])
-    regs = {p.stem[4:]: pl.read_parquet(p) for p in stage_p.glob("reg_*.parquet")}
+    regs = _staged_registers(stage_p)
     last_day = (dt.date(int(month[:4]), int(month[5:]), 28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)
     snapshot = person_snapshot(regs, on=last_day)
     con = store.connect(db)

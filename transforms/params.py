@@ -8,7 +8,6 @@ with MissingParameter naming it (POLICY §1.8, §6) — never a guess.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
@@ -27,32 +26,6 @@ def yuan_to_fen(v: Any) -> int:
     if d != d.to_integral_value():
         raise ValueError(f"{v!r} is not a whole number of fen")
     return int(d)
-
-
-def fen_or_unlimited(v: Any) -> int | None:
-    """Money limits: a number of yuan → fen; "none" → None (unlimited)."""
-    return None if v == UNLIMITED else yuan_to_fen(v)
-
-
-def scalar(policies: Policies, region: str, scheme: str, name: str, on: dt.date,
-           convert: Callable[[Any], Any] = lambda v: v, used: set | None = None) -> Any:
-    """One value in force on a date, converted (e.g. rate_to_bp, yuan_to_fen)."""
-    dv = policies.at(region, scheme, name, on)
-    if used is not None:
-        used.add((region, scheme, name, dv.assumption))
-    return convert(dv.value)
-
-
-def keyed(policies: Policies, region: str, scheme: str, name: str, on: dt.date, key: Any,
-          convert: Callable[[Any], Any] = lambda v: v, used: set | None = None) -> Any:
-    """A value of a mapping parameter (e.g. a rate by level) in force on a date."""
-    table = scalar(policies, region, scheme, name, on, used=used)
-    for k, v in (table or {}).items():
-        if str(k) == str(key):
-            if v is None:
-                break
-            return convert(v)
-    raise MissingParameter(region, scheme, f"{name}[{key}]", on)
 
 
 def dated_frame(policies: Policies, region: str, scheme: str, name: str,

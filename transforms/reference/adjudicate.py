@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flows.policies import Policies
+from transforms.enrich import REGION_BY_CITY, SCHEME_BY_INSUTYPE
 
-REGIONS = {"4213": "suizhou", "4206": "xiangyang"}
-SCHEMES = {"310": "employee", "390": "resident"}
+# The same code tables as the engine's (DATA.md §3): regions by city prefix, schemes by insutype.
+REGIONS = REGION_BY_CITY
+SCHEMES = SCHEME_BY_INSUTYPE
 MONEY = ("preselfpay_amt", "offsite_preselfpay_amt", "act_pay_dedc", "hifp_pay", "pool_prop_selfpay", "hifp_cap_cut",
          "hifmi_pay", "maf_pay", "maf_tilt_pay", "hosp_part_amt", "acct_pay", "acct_mulaid_pay")
 
