@@ -236,11 +236,16 @@ def _xiangyang_employee(part: pl.DataFrame, policies: Policies, used: set,
     """§4: status and benefit period, outpatient pooling, stays, chronic; the employee annual cap (A-17) over
     annual_cap.hifp_ledgers (transforms/employee/stages.py)."""
     part = employee_stages.prepare(part, registers, policies, used)
-    for stage in employee_stages.BASIC:
+    return _stages(part, policies, used, employee_stages.BASIC, [employee_stages.CAP, *employee_stages.LATER])
+
+
+def _stages(part: pl.DataFrame, policies: Policies, used: set, basic: list, after: list) -> pl.DataFrame:
+    """The basic-fund stages, then the lines none of them handled are RULE_PENDING, then the stages after them
+    (annual cap, later funds)."""
+    for stage in basic:
         part = stage.run(part, policies, used)
     part = part.with_columns((~pl.col("handled")).alias("rule_pending"))
-    part = employee_stages.CAP.run(part, policies, used)
-    for stage in employee_stages.LATER:
+    for stage in after:
         part = stage.run(part, policies, used)
     return part
 
@@ -249,13 +254,7 @@ def _xiangyang_resident(part: pl.DataFrame, policies: Policies, used: set) -> pl
     """§4.7: lines needing a missing parameter stop the run; general outpatient, chronic; the annual cap over
     annual_cap.hifp_ledgers (transforms/resident/xiangyang.py)."""
     part = xy_resident.prepare(part, policies, used)
-    for stage in xy_resident.BASIC:
-        part = stage.run(part, policies, used)
-    part = part.with_columns((~pl.col("handled")).alias("rule_pending"))
-    part = xy_resident.CAP.run(part, policies, used)
-    for stage in xy_resident.LATER:
-        part = stage.run(part, policies, used)
-    return part
+    return _stages(part, policies, used, xy_resident.BASIC, [xy_resident.CAP, *xy_resident.LATER])
 
 
 def _annual_cap(part: pl.DataFrame, policies: Policies, used: set, region: str, scheme: str) -> pl.DataFrame:

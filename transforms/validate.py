@@ -56,6 +56,7 @@ from schemas.inputs import (
     SettlementModel,
     certno_valid,
 )
+from transforms.enrich import REGION_BY_CITY
 from transforms.reasons import REJECT_REASONS
 
 REASON_ORDER: tuple[str, ...] = tuple(REJECT_REASONS)
@@ -523,12 +524,21 @@ def validate_applications(raw: pl.DataFrame, month: str, registers: dict[str, pl
     P.add("DUPLICATE_SETL_ID", pl.col("__pos") > pl.col("__first_pos"), pl.format(
         "app_id {} already appears in {} row {}", show(pl.col("app_id")), pl.col("__first_file"),
         pl.col("__first_row")))
+    return _month_rows(raw, w, P, specs, month, ApplicationModel)
+
+
+def _month_rows(raw: pl.DataFrame, w: pl.DataFrame, P: Problems, specs: tuple[FieldSpec, ...], month: str,
+                model: type[pa.DataFrameModel]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(typed accepted rows of a month's file kind, validated by `model`, rejects) once every check is added."""
     w = _flag(w, P, REASON_ORDER)
     keep = [_t(s.name).alias(s.name) for s in specs] + ["source_file", "source_row"]
     ok, rejects = _split(raw, w, P, keep, None)
     accepted = ok.with_columns(pl.lit(month).alias("month"))
-    ApplicationModel.validate(accepted)
+    model.validate(accepted)
     return accepted, rejects
+
+
+XIANGYANG_CITY = next(city for city, region in REGION_BY_CITY.items() if region == "xiangyang")
 
 
 def validate_maternity_events(raw: pl.DataFrame, month: str, registers: dict[str, pl.DataFrame]
@@ -552,7 +562,7 @@ def validate_maternity_events(raw: pl.DataFrame, month: str, registers: dict[str
     P.add("UNKNOWN_PERSON", pl.col("psn_no").is_not_null() & pl.col("__insutype").is_null(),
           pl.format("psn_no {} is not in the person register", show(pl.col("psn_no"))))
     P.add("NOT_XIANGYANG_EMPLOYEE", pl.col("__insutype").is_not_null()
-          & ((pl.col("__insutype") != "310") | ~pl.col("__admdvs").str.starts_with("4206")),
+          & ((pl.col("__insutype") != "310") | ~pl.col("__admdvs").str.starts_with(XIANGYANG_CITY)),
           pl.format("psn_no {} is insured as {} in {}, not as a Xiangyang employee (POLICY §4.6)",
                     show(pl.col("psn_no")), pl.col("__insutype"), pl.col("__admdvs")))
     delivery = _t("kind").is_in(["natural", "caesarean"])
@@ -560,12 +570,7 @@ def validate_maternity_events(raw: pl.DataFrame, month: str, registers: dict[str
           pl.format("a {} delivery needs babies >= 1, got {}", _t("kind"), show(pl.col("babies"))))
     P.add("EVENT_INCOMPLETE", (_t("kind") == "miscarriage") & _t("gestation_months").is_null(),
           pl.lit("a miscarriage needs gestation_months"))
-    w = _flag(w, P, REASON_ORDER)
-    keep = [_t(s.name).alias(s.name) for s in specs] + ["source_file", "source_row"]
-    ok, rejects = _split(raw, w, P, keep, None)
-    accepted = ok.with_columns(pl.lit(month).alias("month"))
-    MaternityEventModel.validate(accepted)
-    return accepted, rejects
+    return _month_rows(raw, w, P, specs, month, MaternityEventModel)
 
 
 # ---------------------------------------------------------------------------- registers

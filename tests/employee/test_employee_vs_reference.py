@@ -95,6 +95,19 @@ def _cert_valid(cert: tuple, on: dt.date) -> bool:
 
 
 @st.composite
+def reversals(draw, mine: list[dict], certs: list) -> list[dict]:
+    """Up to 2 reversals of a person's lines, 0–60 days later (not of a line whose certification has lapsed by
+    then: validation would reject it, CERT_INVALID)."""
+    out = []
+    for orig in draw(st.lists(st.sampled_from(mine), max_size=2, unique_by=lambda r: r["setl_id"])) if mine else []:
+        later = orig["setl_time"] + dt.timedelta(days=draw(st.integers(0, 60)), seconds=1)
+        cert = next((c for c in certs if c[1] == orig["dise_cert_code"]), None)
+        if cert is None or _cert_valid(cert, later.date()):
+            out.append(reversal_of(orig, later.strftime("%Y-%m-%d %H:%M:%S")))
+    return out
+
+
+@st.composite
 def residents(draw, persons: list, certs: list, rows: list) -> None:
     """0–2 Xiangyang residents with certifications and lines of §4.7 (reversals included)."""
     for i in range(draw(st.integers(0, 2))):
@@ -118,12 +131,7 @@ def residents(draw, persons: list, certs: list, rows: list) -> None:
                 valid = [c[1] for c in certs if c[0] == pid and _cert_valid(c, when.date())]
                 row["dise_cert_code"] = draw(st.sampled_from([None, *valid]))
             mine.append(row)
-        rows += mine
-        for orig in draw(st.lists(st.sampled_from(mine), max_size=2, unique_by=lambda r: r["setl_id"])) if mine else []:
-            later = orig["setl_time"] + dt.timedelta(days=draw(st.integers(0, 60)), seconds=1)
-            cert = next((c for c in certs if c[1] == orig["dise_cert_code"]), None)
-            if cert is None or _cert_valid(cert, later.date()):
-                rows.append(reversal_of(orig, later.strftime("%Y-%m-%d %H:%M:%S")))
+        rows += mine + draw(reversals(mine, certs))
 
 
 @st.composite
@@ -192,12 +200,7 @@ def population(draw, twins: bool = True):
                 valid = [c[1] for c in certs if c[0] == pid and _cert_valid(c, when.date())]
                 row["dise_cert_code"] = draw(st.sampled_from([None, *valid]))
             mine.append(row)
-        rows += mine
-        for orig in draw(st.lists(st.sampled_from(mine), max_size=2, unique_by=lambda r: r["setl_id"])) if mine else []:
-            later = orig["setl_time"] + dt.timedelta(days=draw(st.integers(0, 60)), seconds=1)
-            cert = next((c for c in certs if c[1] == orig["dise_cert_code"]), None)
-            if cert is None or _cert_valid(cert, later.date()):
-                rows.append(reversal_of(orig, later.strftime("%Y-%m-%d %H:%M:%S")))  # else CERT_INVALID
+        rows += mine + draw(reversals(mine, certs))
     draw(residents(persons, certs, rows))
     binds, openings = draw(families(persons))
     return persons, emps, (certs, binds, openings), rows
