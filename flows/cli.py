@@ -178,9 +178,20 @@ def print_summary(db: Path, year: int, elapsed: float | None = None) -> None:
         by_scheme = con.execute(
             "SELECT region, scheme, count(*), count(*) FILTER (WHERE reason_codes LIKE '%RULE_PENDING%'),"
             " sum(medfee_sumamt), sum(hifp_pay), sum(hifmi_pay), sum(maf_pay),"
-            " sum(maf_tilt_pay) FROM adjudicated WHERE month LIKE ? GROUP BY ALL ORDER BY ALL", [y]).fetchall()
+            " sum(maf_tilt_pay), sum(acct_pay), sum(acct_mulaid_pay)"
+            " FROM adjudicated WHERE month LIKE ? GROUP BY ALL ORDER BY ALL", [y]).fetchall()
         rejects = con.execute("SELECT reason_code, count(*) FROM rejects WHERE month LIKE ? GROUP BY 1 ORDER BY 2 DESC",
                               [y]).fetchall()
+        # POLICY §4.2/§4.5: account movements of the year (payments net of the refunds of reversals)
+        accounts = con.execute(
+            "SELECT coalesce(sum(amount) FILTER (WHERE kind = 'credit'), 0),"
+            " coalesce(-sum(amount) FILTER (WHERE kind = 'own_payment'), 0),"
+            " coalesce(-sum(amount) FILTER (WHERE kind = 'mulaid_payment_out'), 0),"
+            " count(DISTINCT psn_no) FILTER (WHERE kind = 'credit') FROM account_ledger WHERE month LIKE ?", [y]).fetchone()
+        balance = con.execute("SELECT coalesce(sum(balc), 0), count(*) FROM account_month_end WHERE month = ("
+                              "SELECT max(month) FROM account_month_end WHERE month LIKE ?)", [y]).fetchone()
+        maternity = con.execute("SELECT count(*), coalesce(sum(allowance_days), 0), coalesce(sum(subsidy_amt), 0)"
+                                " FROM maternity_benefits WHERE month LIKE ?", [y]).fetchone()
     finally:
         con.close()
     import shutil
@@ -194,11 +205,22 @@ def print_summary(db: Path, year: int, elapsed: float | None = None) -> None:
         t.add_row(f"{label} ({col})", f"{v:,.2f}")
     c.print(t)
     s = Table(title="by region and scheme")
-    for h in ("region", "scheme", "lines", "rules pending", "total", "hifp", "hifmi", "maf", "maf_tilt"):
+    for h in ("region", "scheme", "lines", "rules pending", "total", "hifp", "hifmi", "maf", "maf_tilt", "acct",
+              "acct_mulaid"):
         s.add_column(h, justify="right" if h not in ("region", "scheme") else "left")
     for r in by_scheme:
         s.add_row(str(r[0]), str(r[1]), f"{r[2]:,}", f"{r[3]:,}", *[f"{v:,.2f}" for v in r[4:]])
     c.print(s)
+    a = Table(title="personal accounts 个人账户 (POLICY §4.2, §4.5)")
+    a.add_column("account movement")
+    a.add_column("yuan", justify="right")
+    a.add_row(f"credited 划入 ({accounts[3]:,} accounts)", f"{accounts[0]:,.2f}")
+    a.add_row("paid for their own settlements 本人支付", f"{accounts[1]:,.2f}")
+    a.add_row("paid for family members 家庭共济支付", f"{accounts[2]:,.2f}")
+    a.add_row(f"balances at the year's last month end ({balance[1]:,} accounts)", f"{balance[0]:,.2f}")
+    c.print(a)
+    c.print(f"maternity (POLICY §4.6): {maternity[0]:,} events, {maternity[1]:,} allowance days, "
+            f"flexible workers' subsidies {maternity[2]:,.2f} yuan")
     rj = Table(title=f"input rows {rows[0]:,} = accepted {rows[1]:,} + rejected {rows[2]:,}")
     rj.add_column("reject reason")
     rj.add_column("rows", justify="right")

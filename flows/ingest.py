@@ -39,6 +39,7 @@ from transforms.validate import (
 
 SETTLEMENT_PREFIXES = ("hospital_settlements", "pharmacy_settlements")
 APPLICATION_PREFIX = "assistance_applications"
+MATERNITY_PREFIX = "maternity_events"  # docs/MATERNITY_INPUT.md
 SUFFIXES = (".csv", ".parquet")
 RESERVED = ("source_file", "source_row")
 LOCAL_TZ = "Asia/Shanghai"  # DATA.md §1: times are local, without zone
@@ -62,12 +63,14 @@ def _relname(path: Path, input_root: Path) -> str:
 
 
 def file_kind(path: Path) -> str | None:
-    """`settlements`, `applications`, a register name, or None (no column requirements)."""
+    """`settlements`, `applications`, `maternity_events`, a register name, or None (no column requirements)."""
     name, stem = path.name, path.stem
     if name.startswith(SETTLEMENT_PREFIXES):
         return "settlements"
     if name.startswith(APPLICATION_PREFIX):
         return "applications"
+    if name.startswith(MATERNITY_PREFIX) and path.parent.name != "reference":
+        return "maternity_events"
     if stem in REGISTER_NAMES and path.parent.name == "reference":
         return stem
     return None
@@ -246,7 +249,7 @@ def _read_parquet(path: Path, rel: str) -> pl.DataFrame:
 
 # ------------------------------------------------------------------------------------ folders
 def month_files(input_root: Path, month: str) -> dict[str, list[Path]]:
-    """{"settlements": [...], "applications": [...]} of the month folder, sorted by file name."""
+    """{"settlements": [...], "applications": [...], "maternity": [...]} of the month folder, sorted by name."""
     try:
         check_month(month)
     except ValueError as e:
@@ -260,6 +263,7 @@ def month_files(input_root: Path, month: str) -> dict[str, list[Path]]:
     return {
         "settlements": [p for p in files if p.name.startswith(SETTLEMENT_PREFIXES)],
         "applications": [p for p in files if p.name.startswith(APPLICATION_PREFIX)],
+        "maternity": [p for p in files if p.name.startswith(MATERNITY_PREFIX)],
     }
 
 

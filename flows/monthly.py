@@ -26,12 +26,13 @@ from flows import store
 from flows.ingest import load_registers, month_files, read_table
 from flows.policies import POLICY_ROOT, load_policies
 from flows.reports import person_snapshot, write_person_snapshot
-from schemas.outputs import Accumulators, Adjudicated
+from schemas.outputs import Accumulators, Adjudicated, MaternityBenefits
 from transforms.contributions import contributions
 from transforms.engine import adjudicate
+from transforms.maternity import BENEFIT_SCHEMA, maternity_benefits
 from transforms.resident.application import OUTPUT_SCHEMA as APPLICATION_SCHEMA
 from transforms.resident.application import apply_applications
-from transforms.validate import validate_applications, validate_settlements
+from transforms.validate import validate_applications, validate_maternity_events, validate_settlements
 
 REGISTERS = ("persons", "identities", "employment", "certifications", "institutions", "family_bindings",
              "account_balances")
@@ -92,13 +93,23 @@ def ingest_and_validate(input_dir: str, month: str, db: str, stage: str) -> str:
     else:
         app_raw, apps = pl.DataFrame(), pl.DataFrame()
     apps.write_parquet(stage_p / "applications.parquet")
+    # Maternity events (POLICY §4.6, docs/MATERNITY_INPUT.md), optional: same accounting as settlements.
+    mat_raws = [read_table(p, root) for p in files.get("maternity", [])]
+    mat_raw = pl.concat(mat_raws, how="diagonal_relaxed") if mat_raws else pl.DataFrame()
+    events = pl.DataFrame()
+    if mat_raws:
+        events, mat_rejects = validate_maternity_events(mat_raw, month, regs)
+        rejects = pl.concat([rejects, mat_rejects], how="diagonal_relaxed")
+    events.write_parquet(stage_p / "maternity_events.parquet")
     accepted.write_parquet(stage_p / "accepted.parquet")
     rejects.write_parquet(stage_p / "rejects.parquet")
     reference = sorted((root / "reference").glob("*"))
     record = {
         "input_files": [{"name": str(p.relative_to(root)), "size": p.stat().st_size, "sha256": sha256_of(p)}
-                        for p in [*files["settlements"], *files.get("applications", []), *reference] if p.is_file()],
-        "rows_in": raw.height + app_raw.height, "rows_accepted": accepted.height + apps.height,
+                        for p in [*files["settlements"], *files.get("applications", []), *files.get("maternity", []),
+                                  *reference] if p.is_file()],
+        "rows_in": raw.height + app_raw.height + mat_raw.height,
+        "rows_accepted": accepted.height + apps.height + events.height,
         "rows_rejected": rejects.height,
     }
     if record["rows_in"] != record["rows_accepted"] + record["rows_rejected"]:
@@ -141,6 +152,7 @@ def adjudicate_month(stage: str, db: str, month: str) -> str:
     result.account_ledger.with_row_index("seq").write_parquet(stage_p / "account_ledger.parquet")
     result.account_balances.write_parquet(stage_p / "account_month_end.parquet")
     contributions(regs, policies, first.year).write_parquet(stage_p / "contributions.parquet")  # §3.1, §4.1
+    _maternity(stage_p, regs, policies)
     (stage_p / "adjudicate.json").write_text(json.dumps({"assumptions": result.assumptions,
                                                          "lines": result.adjudicated.height}))
     return str(stage_p / "adjudicated.parquet")
@@ -164,6 +176,18 @@ def _applications(stage_p: Path, db: str, month: str, adjudicated: pl.DataFrame,
     out.write_parquet(stage_p / "assistance_applications.parquet")
 
 
+def _maternity(stage_p: Path, regs: dict, policies) -> None:
+    """Maternity allowance days and flexible workers' subsidies of the month's events (POLICY §4.6)."""
+    events = pl.read_parquet(stage_p / "maternity_events.parquet")
+    if events.height == 0:
+        out = pl.DataFrame(schema={"source_file": pl.String, "source_row": pl.Int64, **BENEFIT_SCHEMA})
+    else:
+        out = pl.concat([events.select("source_file", "source_row"), maternity_benefits(events, regs, policies)],
+                        how="horizontal")
+    MaternityBenefits.validate(out, lazy=True)
+    out.write_parquet(stage_p / "maternity_benefits.parquet")
+
+
 @task(name="persist")
 def persist(stage: str, db: str, month: str, run_id: str) -> str:
     stage_p = Path(stage)
@@ -176,6 +200,7 @@ def persist(stage: str, db: str, month: str, run_id: str) -> str:
         "account_ledger": pl.read_parquet(stage_p / "account_ledger.parquet"),
         "account_month_end": pl.read_parquet(stage_p / "account_month_end.parquet"),
         "contributions": pl.read_parquet(stage_p / "contributions.parquet"),
+        "maternity_benefits": pl.read_parquet(stage_p / "maternity_benefits.parquet"),
     }
     record = json.loads((stage_p / "ingest.json").read_text())
     adj = json.loads((stage_p / "adjudicate.json").read_text())

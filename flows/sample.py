@@ -100,7 +100,8 @@ def _write_whole(path: Path, encoding: str | None, text: pl.DataFrame, kinds: di
         path.write_bytes(_csv_bytes(text, encoding, header=True))
 
 
-_GENERATED = re.compile(r"^(hospital_settlements|pharmacy_settlements|assistance_applications).*\.(csv|parquet)$")
+_GENERATED = re.compile(r"^(hospital_settlements|pharmacy_settlements|assistance_applications|maternity_events)"
+                        r".*\.(csv|parquet)$")
 
 
 def _clean(out: Path) -> None:
@@ -185,6 +186,13 @@ def write_sample(out: Path, persons: int = 2000, year: int = 2025, months: int =
                 files.append(rel)
                 rows_per_month[label]["assistance_applications"] = (
                     rows_per_month[label].get("assistance_applications", 0) + app_m.height)
+            events = res.maternity_events.filter(pl.col("month") == month).drop("month")
+            if events.height:  # docs/MATERNITY_INPUT.md
+                ext, enc = file_format(fmt, "maternity_events", month)
+                rel = f"{label}/maternity_events{part}.{ext}"
+                _write_whole(out / rel, enc, syn.as_text(events, syn.MATERNITY_EVENT_KINDS), syn.MATERNITY_EVENT_KINDS)
+                files.append(rel)
+                rows_per_month[label]["maternity_events"] = rows_per_month[label].get("maternity_events", 0) + events.height
         del res
     for w in writers.values():
         w.close()

@@ -67,6 +67,11 @@ TABLES: dict[str, list[tuple[str, str]]] = {
     "contributions": _cols("""run_id VARCHAR, month VARCHAR, psn_no VARCHAR, year INTEGER, region VARCHAR,
         scheme VARCHAR, kind VARCHAR, months INTEGER, personal_amt MONEY, government_amt MONEY, employer_amt MONEY,
         reason VARCHAR"""),
+    # POLICY §4.6 (transforms/maternity.py, docs/MATERNITY_INPUT.md): one row per maternity event of the month
+    "maternity_benefits": _cols("""run_id VARCHAR, month VARCHAR, source_file VARCHAR, source_row BIGINT,
+        psn_no VARCHAR, event_date DATE, kind VARCHAR, babies INTEGER, gestation_months INTEGER, delivery_cost MONEY,
+        spouse_employee BOOLEAN, allowance_days INTEGER, flexible BOOLEAN, subsidy_cap MONEY, subsidy_amt MONEY,
+        reason VARCHAR"""),
 }
 
 
@@ -81,7 +86,7 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
 
 
 MONTH_TABLES = ("settlements", "rejects", "adjudicated", "accumulators", "assistance_applications", "account_ledger",
-                "account_month_end")
+                "account_month_end", "maternity_benefits")
 
 
 def connect(db: Path | str, read_only: bool = False) -> duckdb.DuckDBPyConnection:

@@ -399,6 +399,29 @@ class ApplicationModel(pa.DataFrameModel):
         strict = False
 
 
+# ---------------------------------------------------------------- maternity events (docs/MATERNITY_INPUT.md, POLICY §4.6)
+MATERNITY_KINDS = ("natural", "caesarean", "miscarriage")
+
+
+class MaternityEventModel(pa.DataFrameModel):
+    """One delivery or miscarriage of an insured Xiangyang employee, in the month folder of its event_date."""
+
+    psn_no: str = pa.Field(nullable=False, metadata=_m("text"))
+    event_date: pl.Date = pa.Field(nullable=False, metadata=_m("date"))
+    kind: str = pa.Field(nullable=False, isin=MATERNITY_KINDS, metadata=_m("code"))
+    babies: pl.Int32 = pa.Field(nullable=True, metadata=_m("int"))
+    gestation_months: pl.Int32 = pa.Field(nullable=True, metadata=_m("int"))
+    delivery_cost: pl.Int64 = pa.Field(nullable=True, ge=0, metadata=_m("money", "optional"))
+    spouse_employee: pl.Boolean = pa.Field(nullable=True, metadata=_m("bool", "optional"))
+    source_file: str = pa.Field(nullable=False)
+    source_row: pl.Int64 = pa.Field(nullable=False, ge=1)
+    month: str = pa.Field(nullable=False, str_matches=MONTH_PATTERN)
+
+    class Config:
+        name = "maternity_events"
+        strict = False
+
+
 def input_columns(model: type[pa.DataFrameModel], which: str | None = None) -> list[str]:
     """Input columns of a model in declaration order; `which` = "required"/"optional" filters."""
     out = []
@@ -415,4 +438,6 @@ def required_input_columns(kind: str) -> list[str]:
         return input_columns(SettlementModel, "required")
     if kind == "applications":
         return input_columns(ApplicationModel, "required")
+    if kind == "maternity_events":
+        return input_columns(MaternityEventModel, "required")
     return input_columns(REGISTER_MODELS[kind], "required")

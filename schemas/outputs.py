@@ -69,3 +69,25 @@ class Accumulators(pa.DataFrameModel):
     class Config:
         strict = True
         unique = ["psn_no", "year", "name"]
+
+
+class MaternityBenefits(pa.DataFrameModel):
+    """One row per maternity event of the month (POLICY §4.6, docs/MATERNITY_INPUT.md)."""
+
+    source_file: str
+    source_row: pl.Int64 = pa.Field(ge=1)
+    psn_no: str
+    event_date: pl.Date
+    kind: str = pa.Field(isin=["natural", "caesarean", "miscarriage"])
+    babies: pl.Int32 = pa.Field(nullable=True)
+    gestation_months: pl.Int32 = pa.Field(nullable=True)
+    delivery_cost: pl.Int64 = pa.Field(nullable=True, ge=0)
+    spouse_employee: pl.Boolean = pa.Field(nullable=True)
+    allowance_days: pl.Int32 = pa.Field(nullable=True, gt=0)
+    flexible: pl.Boolean
+    subsidy_cap: pl.Int64 = pa.Field(nullable=True, ge=0)
+    subsidy_amt: pl.Int64 = pa.Field(nullable=True, ge=0)
+    reason: str
+
+    class Config:
+        strict = True

@@ -57,6 +57,7 @@ def test_every_input_row_is_accepted_or_rejected(loaded, bureau):
         assert status == "succeeded"
         assert rows_in == acc + rej
         apps = q(loaded, "SELECT count(*) FROM assistance_applications WHERE month=?", [month])[0][0]
+        apps += q(loaded, "SELECT count(*) FROM maternity_benefits WHERE month=?", [month])[0][0]  # §4.6 events
         assert q(loaded, "SELECT count(*) FROM settlements WHERE month=?", [month])[0][0] + apps == acc
         assert q(loaded, "SELECT count(*) FROM rejects WHERE month=?", [month])[0][0] == rej
         assert q(loaded, "SELECT count(*) FROM adjudicated WHERE month=?", [month])[0][0] == acc - apps
@@ -190,3 +191,46 @@ def test_each_run_publishes_its_artifacts(loaded):
     summary = Artifact.get("yibao-month-summary")
     assert table is not None and "hifp_pay" in str(table.data)
     assert summary is not None and "lines adjudicated" in str(summary.data)
+
+
+def test_maternity_events_are_validated_counted_and_written_with_the_month(bureau, tmp_path, prefect_harness):
+    """docs/MATERNITY_INPUT.md: a month's maternity_events file — accepted rows become maternity_benefits (POLICY
+    §4.6 days), the others rejects with file, row and reason; rows_in counts them all; a rerun replaces them."""
+    import shutil
+
+    from flows.monthly import month_flow
+    src = tmp_path / "in"
+    shutil.copytree(bureau, src)
+    for f in (src / "2025-01").glob("maternity_events*"):
+        f.unlink()
+    persons = load_registers(src)["persons"]
+    emp = persons.filter((pl.col("insutype") == "310") & pl.col("insuplc_admdvs").str.starts_with("4206"))["psn_no"]
+    res = persons.filter(pl.col("insutype") == "390")["psn_no"][0]
+    rows = [
+        f"{emp[0]},2025-01-15,natural,2,,3000.00,false",  # 128 + 15
+        f"{emp[0]},2025-01-20,miscarriage,,5,,",  # 4 to < 7 months: 42
+        f"{emp[1]},2025-01-05,caesarean,1,,,",  # 143
+        f"{emp[1]},2025-02-01,natural,1,,,",  # WRONG_MONTH
+        f"{res},2025-01-10,natural,1,,,",  # NOT_XIANGYANG_EMPLOYEE
+        f"{emp[0]},2025-01-11,natural,0,,,",  # EVENT_INCOMPLETE
+        f"{emp[0]},2025-01-12,adoption,1,,,",  # BAD_CODE
+        "NOBODY,2025-01-12,natural,1,,,",  # UNKNOWN_PERSON
+    ]
+    header = "psn_no,event_date,kind,babies,gestation_months,delivery_cost,spouse_employee"
+    (src / "2025-01" / "maternity_events.csv").write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    db = tmp_path / "m.duckdb"
+    for _ in range(2):  # the second run replaces the month: nothing doubles
+        month_flow("2025-01", str(src), str(db))
+        got = q(db, "SELECT source_row, kind, allowance_days FROM maternity_benefits ORDER BY source_row")
+        assert got == [(1, "natural", 143), (2, "miscarriage", 42), (3, "caesarean", 143)]
+        rej = q(db, "SELECT source_row, reason_code FROM rejects WHERE source_file = '2025-01/maternity_events.csv'"
+                    " ORDER BY source_row")
+        assert rej == [(4, "WRONG_MONTH"), (5, "NOT_XIANGYANG_EMPLOYEE"), (6, "EVENT_INCOMPLETE"), (7, "BAD_CODE"),
+                       (8, "UNKNOWN_PERSON")]
+        rows_in, acc, rejected = q(db, "SELECT rows_in, rows_accepted, rows_rejected FROM runs WHERE status = "
+                                       "'succeeded' ORDER BY started_at DESC LIMIT 1")[0]
+        assert rows_in == acc + rejected
+        settlements = q(db, "SELECT count(*) FROM settlements")[0][0]
+        apps = q(db, "SELECT count(*) FROM assistance_applications")[0][0]
+        assert acc == settlements + apps + 3
+        assert q(db, "SELECT delivery_cost FROM maternity_benefits WHERE source_row = 1")[0][0] == 3000

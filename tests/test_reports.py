@@ -58,7 +58,7 @@ def _lines():
     l6 = reversal_of(l1, "2025-04-02", setl_id="L6") | {"hifp_pay": -yuan(6640), "psn_cash_pay": -yuan(2960)}
     l7 = line("P2", "2025-04-05", EVIL_INST, a=yuan(1000), setl_id="L7", hifp_pay=0)
     l8 = line("P1", "2025-04-10", "SZ2", a=yuan(4600), own=yuan(400), setl_id="L8")
-    l9 = line("P4", "2025-04-12", "SZ1", "11", a=yuan(100), setl_id="L9")
+    l9 = line("P4", "2025-04-12", "XY1", "11", a=yuan(100), setl_id="L9")  # Xiangyang resident, §4.7
     return [l1, l2, l3, l4, l5, l6, l7, l8, l9]
 
 
@@ -218,9 +218,9 @@ def test_fund_expenditure_view_hand_computed(con):
     # April level 2: the reversal −6,640, the evil institution's 400 and L8's (4,600 − 500) × 80% = 3,280
     a = got[("2025-04", "suizhou", "inpatient", "2", "hifp_pay")]
     assert (a["amount"], a["lines"], a["persons"]) == (yuan(-6640 + 400 + 3280), 3, 2)
-    # the Xiangyang resident's line: no fund yet (rule pending), the cash is there
-    assert got[("2025-04", "xiangyang", "outpatient_pool", "1", "psn_cash_pay")]["amount"] == yuan(100)
-    assert ("2025-04", "xiangyang", "outpatient_pool", "1", "hifp_pay") not in got
+    # the Xiangyang resident's general outpatient line (§4.7): 50% of 100 from the year's first 800, the rest cash
+    assert got[("2025-04", "xiangyang", "outpatient_pool", "1", "psn_cash_pay")]["amount"] == yuan(50)
+    assert got[("2025-04", "xiangyang", "outpatient_pool", "1", "hifp_pay")]["amount"] == yuan(50)
     total = con.execute("SELECT sum(amount) FROM v_fund_expenditure").fetchall()[0][0]
     assert total == con.execute("SELECT sum(medfee_sumamt) FROM adjudicated").fetchall()[0][0]
 
@@ -336,7 +336,8 @@ def test_xlsx_opens_with_labels_money_and_no_formula(con, tmp_path):
     lv = wb["按医院等级 by level"]
     lv_codes = [c.value for c in lv[3]]
     lvl = {r[0]: dict(zip(lv_codes, r, strict=True)) for r in lv.iter_rows(min_row=4, values_only=True)}
-    assert lvl["1"]["hosp_lv_label"] == "一级及以下" and lvl["1"]["hifp_pay"] == pytest.approx(8550)
+    # level 1: L3 8,550 and the Xiangyang resident's 50 (§4.7)
+    assert lvl["1"]["hosp_lv_label"] == "一级及以下" and lvl["1"]["hifp_pay"] == pytest.approx(8550 + 50)
     ig = wb["按身份类别 by identity group"]
     ig_codes = [c.value for c in ig[3]]
     groups = {r[0]: dict(zip(ig_codes, r, strict=True)) for r in ig.iter_rows(min_row=4, values_only=True)}

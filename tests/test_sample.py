@@ -13,7 +13,7 @@ import pytest
 from flows.sample import write_sample
 from transforms import synthetic as syn
 from transforms.money import yuan_text_to_fen
-from transforms.reasons import REJECT_REASONS
+from transforms.reasons import EVENT_ONLY_REASONS, REJECT_REASONS
 
 MONEY = ["medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "cls_a_amt", "cls_b_amt"]
 REQUIRED = ["setl_id", "mdtrt_id", "psn_no", "insutype", "med_type", "fixmedins_code", "setl_time", *MONEY]
@@ -389,7 +389,7 @@ def test_mixed_formats_and_encodings(sample):
 def test_injected_rows_break_exactly_their_rule(sample):
     out, summary = sample
     injected = json.loads((out / "INJECTED.json").read_text())
-    assert set(injected["total"]) == set(REJECT_REASONS)
+    assert set(injected["total"]) == set(REJECT_REASONS) - set(EVENT_ONLY_REASONS)  # settlement rows
     assert all(n >= 1 for n in injected["total"].values()), injected["total"]
     assert summary["invalid_injected"] == injected["total"]
     by_month: dict[str, int] = {}
@@ -487,3 +487,32 @@ def test_person_attributes_do_not_depend_on_chunking():
     whole = syn._persons(p1, 0, r).drop("certno")
     parts = pl.concat([syn._persons(p2, c, r) for c in range(5)]).drop("certno")
     assert whole.equals(parts)
+
+
+def test_xiangyang_residents_only_where_the_policy_has_parameters(sample, lines):
+    """POLICY §4.7: no Xiangyang resident stay, two-disease, special-drug or out-of-city outpatient line, no
+    assistance identity — they would stop the run (transforms/resident/xiangyang.py) — but outpatient and
+    chronic lines, which are adjudicated."""
+    out, _ = sample
+    inst = read_register(out, "institutions").select("fixmedins_code", pl.col("admdvs").alias("inst_adm"))
+    xy = (lines.filter(~pl.col("injected") & pl.col("psn_no").str.starts_with("4206") & (pl.col("insutype") == "390"))
+          .join(inst, on="fixmedins_code", how="left"))
+    assert xy.filter(pl.col("med_type").is_in(["21", "22", "24", "28", "52", "9901"])).height == 0
+    assert xy.filter(~pl.col("inst_adm").str.starts_with("4206")).height == 0
+    assert xy.filter(pl.col("med_type").is_in(["11", "51"])).height > 0
+    assert xy.filter(pl.col("med_type").is_in(["14", "140104", "140201"])).height > 0
+    ids = read_register(out, "identities").filter(pl.col("psn_no").str.starts_with("4206"))
+    assert set(ids["identity"]).isdisjoint(syn.XY_RESIDENT_ASSISTANCE_IDENTITIES)
+    certs = read_register(out, "certifications").filter(pl.col("psn_no").str.starts_with("4206"))
+    assert "special_drug" not in set(certs["kind"])
+
+
+def test_maternity_events(sample):
+    """docs/MATERNITY_INPUT.md: events of Xiangyang employees in the month folder of their date."""
+    out, _ = sample
+    ev = pl.concat([read_file(f).with_columns(month=pl.lit(f.parent.name)) for f in out.glob("20*/maternity_events*")])
+    assert ev.height >= 1
+    assert (ev["event_date"].str.slice(0, 7) == ev["month"]).all()
+    assert set(ev["kind"]) <= {"natural", "caesarean", "miscarriage"}
+    persons = read_register(out, "persons").filter(pl.col("insutype") == "310")
+    assert set(ev["psn_no"]) <= set(persons.filter(pl.col("insuplc_admdvs").str.starts_with("4206"))["psn_no"])

@@ -32,11 +32,12 @@ from transforms.enrich import enrich
 from transforms.explain import code_if, fen_text, join_codes, join_fragments, when_text
 from transforms.params import attach, yuan_to_fen
 from transforms.resident import stages as resident_stages
+from transforms.resident import xiangyang as xy_resident
 from transforms.resident.inpatient import class_b_preselfpay
 
 PERSON_YEAR = ["psn_no", "year"]
 
-ALL_STAGES = [*resident_stages.BASIC, *resident_stages.LATER, *employee_stages.ALL]
+ALL_STAGES = [*resident_stages.BASIC, *resident_stages.LATER, *employee_stages.ALL, *xy_resident.ALL]
 
 # Accumulators carried across months (name → the per-line column that adds to it).
 ACCUMULATORS: dict[str, str] = {
@@ -143,6 +144,8 @@ def _adjudicate_once(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], po
             parts.append(_suizhou_resident(part, policies, used))
         elif region == "xiangyang" and scheme == "employee":
             parts.append(_xiangyang_employee(part, policies, used, registers))
+        elif region == "xiangyang" and scheme == "resident":
+            parts.append(_xiangyang_resident(part, policies, used))
         else:
             parts.append(_pending(part))
     out = pl.concat(parts, how="diagonal_relaxed") if parts else _pending(df)
@@ -234,13 +237,25 @@ def _xiangyang_employee(part: pl.DataFrame, policies: Policies, used: set,
     """§4: status and benefit period, outpatient pooling, stays, chronic; the employee annual cap (A-17) over
     annual_cap.hifp_ledgers (transforms/employee/stages.py)."""
     part = employee_stages.prepare(part, registers, policies, used)
-    for stage in employee_stages.BASIC:
+    return _stages(part, policies, used, employee_stages.BASIC, [employee_stages.CAP, *employee_stages.LATER])
+
+
+def _stages(part: pl.DataFrame, policies: Policies, used: set, basic: list, after: list) -> pl.DataFrame:
+    """The basic-fund stages, then the lines none of them handled are RULE_PENDING, then the stages after them
+    (annual cap, later funds)."""
+    for stage in basic:
         part = stage.run(part, policies, used)
     part = part.with_columns((~pl.col("handled")).alias("rule_pending"))
-    part = employee_stages.CAP.run(part, policies, used)
-    for stage in employee_stages.LATER:
+    for stage in after:
         part = stage.run(part, policies, used)
     return part
+
+
+def _xiangyang_resident(part: pl.DataFrame, policies: Policies, used: set) -> pl.DataFrame:
+    """§4.7: lines needing a missing parameter stop the run; general outpatient, chronic; the annual cap over
+    annual_cap.hifp_ledgers (transforms/resident/xiangyang.py)."""
+    part = xy_resident.prepare(part, policies, used)
+    return _stages(part, policies, used, xy_resident.BASIC, [xy_resident.CAP, *xy_resident.LATER])
 
 
 def _annual_cap(part: pl.DataFrame, policies: Policies, used: set, region: str, scheme: str) -> pl.DataFrame:
@@ -309,18 +324,23 @@ def _totals(df: pl.DataFrame) -> pl.DataFrame:
 
 def _explain(df: pl.DataFrame) -> pl.DataFrame:
     y = fen_text
-    # each scheme's stages explain only its own lines (§4: Xiangyang employees; everything else: resident stages)
+    # each scheme's stages explain only its own lines (§4: Xiangyang employees; §4.7: Xiangyang residents;
+    # everything else: the Suizhou resident stages)
     emp = ((pl.col("region") == "xiangyang") & (pl.col("scheme") == "employee")).fill_null(False)
+    xyr = ((pl.col("region") == "xiangyang") & (pl.col("scheme") == "resident")).fill_null(False)
+    rest = ~emp & ~xyr
     annual_capped = pl.col("hifp_paid_before").is_not_null()  # lines the basic fund's annual cap applied to
     codes = join_codes([
         code_if(pl.col("is_reversal"), "REVERSAL"),
         code_if(pl.col("rule_pending"), "RULE_PENDING"),
-        *[pl.when(~emp).then(e) for stage in resident_stages.BASIC for e in stage.reasons()],
+        *[pl.when(rest).then(e) for stage in resident_stages.BASIC for e in stage.reasons()],
         *[pl.when(emp).then(e) for stage in employee_stages.BASIC for e in stage.reasons()],
+        *[pl.when(xyr).then(e) for stage in xy_resident.BASIC for e in stage.reasons()],
         code_if((pl.col("hifp_cap_cut") > 0) & (pl.col("hifp_pay") == 0) & annual_capped, "CAP_REACHED"),
         code_if((pl.col("hifp_cap_cut") > 0) & (pl.col("hifp_pay") > 0) & annual_capped, "CAP_PARTLY"),
-        *[pl.when(~emp).then(e) for stage in resident_stages.LATER for e in stage.reasons()],
+        *[pl.when(rest).then(e) for stage in resident_stages.LATER for e in stage.reasons()],
         *[pl.when(emp).then(e) for stage in [employee_stages.CAP, *employee_stages.LATER] for e in stage.reasons()],
+        *[pl.when(xyr).then(e) for stage in [xy_resident.CAP, *xy_resident.LATER] for e in stage.reasons()],
     ])
     where = (
         pl.when(pl.col("in_city")).then(pl.lit("in city"))
@@ -335,14 +355,16 @@ def _explain(df: pl.DataFrame) -> pl.DataFrame:
         pl.concat_str([pl.lit("in scope "), y(pl.col("inscp_scp_amt")), pl.lit(" = class A "), y(pl.col("cls_a_amt")),
                        pl.lit(" + class B "), y(pl.col("cls_b_amt")), pl.lit(" − class-B pre-self-pay "),
                        y(pl.col("preselfpay_amt"))]),
-        *[pl.when(~emp).then(e) for stage in resident_stages.BASIC for e in stage.explain()],
+        *[pl.when(rest).then(e) for stage in resident_stages.BASIC for e in stage.explain()],
         *[pl.when(emp).then(e) for stage in employee_stages.BASIC for e in stage.explain()],
+        *[pl.when(xyr).then(e) for stage in xy_resident.BASIC for e in stage.explain()],
         when_text(pl.col("hifp_paid_before").is_not_null() & ~pl.col("rule_pending"),
                   "annual cap ", y(pl.col("hifp_cap")), ": left before ", y(cap_left), ", after ",
                   y(cap_left - pl.col("hifp_pay"))),
         when_text(pl.col("hifp_cap_cut") > 0, "cap cut ", y(pl.col("hifp_cap_cut"))),
-        *[pl.when(~emp).then(e) for stage in resident_stages.LATER for e in stage.explain()],
+        *[pl.when(rest).then(e) for stage in resident_stages.LATER for e in stage.explain()],
         *[pl.when(emp).then(e) for stage in [employee_stages.CAP, *employee_stages.LATER] for e in stage.explain()],
+        *[pl.when(xyr).then(e) for stage in [xy_resident.CAP, *xy_resident.LATER] for e in stage.explain()],
         pl.concat_str([pl.lit("funds pay "), y(pl.col("fund_pay_sumamt")), pl.lit(" (basic "), y(pl.col("hifp_pay")),
                        pl.lit(", critical illness "), y(pl.col("hifmi_pay")), pl.lit(", assistance "),
                        y(pl.col("maf_pay")), pl.lit(", tilt "), y(pl.col("maf_tilt_pay")), pl.lit("); person pays "),

@@ -38,7 +38,7 @@ LINE_REASONS: dict[str, str] = {
     "PAY_AFTER_TREATMENT": "rural low-income person in their county: deposit waived (POLICY §3.9)",
     "NOT_ELIGIBLE_LEVEL": "outpatient pooling pays only at institutions of level 1 and below (POLICY §3.2)",
     "OFFSITE_NOT_ENABLED": "out of the city at an institution without cross-region outpatient settlement (POLICY §3.2)",
-    "PHARMACY_NOT_COVERED": "pharmacy purchase: no Suizhou resident outpatient benefit without a special-drug qualification; two-disease drugs need a prescribing institution (POLICY §3.2–§3.3)",
+    "PHARMACY_NOT_COVERED": "pharmacy purchase: no resident outpatient benefit at a pharmacy without a special-drug qualification (Suizhou: POLICY §3.2–§3.3, two-disease drugs need a prescribing institution; Xiangyang: §4.7, designated medical institutions only)",
     "ANTENATAL_EXEMPT": "med_type 51: no daily limit and no level restriction; counts toward the outpatient-pooling cap (POLICY §3.2, A-1)",
     "DAILY_LIMIT": "the outpatient-pooling daily limit per person, day and institution took part or all of the payment (POLICY §3.2, A-20)",
     "OP_POOL_CAP_REACHED": "the outpatient-pooling annual cap (350) was reached before this line (POLICY §3.2)",
@@ -68,4 +68,7 @@ LINE_REASONS: dict[str, str] = {
     "OP_LEVEL_NOT_ALLOWED": "employee outpatient pooling does not pay at this institution level (POLICY §4.3)",
     "EMP_OP_CAP_REACHED": "the employee outpatient-pooling annual cap (2,700 in service / 3,100 retired, one total across retirement) was reached before this line (POLICY §4.3)",
     "EMP_OP_CAP_PARTLY": "the employee outpatient-pooling annual cap (2,700 in service / 3,100 retired) was reached on this line; paid partly (POLICY §4.3)",
+    # Xiangyang residents (POLICY §4.7; transforms/resident/xiangyang.py)
+    "XY_OP_COST_LIMIT_REACHED": "Xiangyang resident general outpatient: the year's first 800 of outpatient cost was used before this line, the rest is the person's (POLICY §4.7)",
+    "XY_OP_COST_LIMIT_PARTLY": "Xiangyang resident general outpatient: the year's 800 of outpatient cost was reached on this line; the cost above it is the person's (POLICY §4.7)",
 }

@@ -20,4 +20,10 @@ REJECT_REASONS: dict[str, str] = {
     "UNKNOWN_REVERSAL": "orig_setl_id names no known settlement",
     "ALREADY_REVERSED": "orig_setl_id names a settlement already reversed",
     "REVERSAL_MISMATCH": "a reversal's amounts are not the negated amounts of its original",
+    # maternity events (docs/MATERNITY_INPUT.md, POLICY §4.6)
+    "NOT_XIANGYANG_EMPLOYEE": "a maternity event of a person who is not a Xiangyang employee (insutype 310, 4206xx)",
+    "EVENT_INCOMPLETE": "a delivery without babies >= 1, or a miscarriage without gestation_months",
 }
+
+# Codes only maternity event rows can get (a settlement row never does): the sample's injector skips them.
+EVENT_ONLY_REASONS = ("NOT_XIANGYANG_EMPLOYEE", "EVENT_INCOMPLETE")

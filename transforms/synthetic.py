@@ -33,7 +33,7 @@ from datetime import date, timedelta
 import polars as pl
 
 from transforms.money import fen_to_yuan_text, yuan_text_to_fen
-from transforms.reasons import REJECT_REASONS
+from transforms.reasons import EVENT_ONLY_REASONS, REJECT_REASONS
 
 # --------------------------------------------------------------------------------------------------
 # Parameters
@@ -824,6 +824,9 @@ def _identities(p: SampleParams, persons: pl.DataFrame, r: _Rng, chunk: int) -> 
         enddate=pl.when((r.u(kk, "ident_ends") < 0.08) & (end_off <= 360))
         .then(_date_from_offset(p.start, end_off)).otherwise(None),
     )
+    # §4.7: Xiangyang has no assistance parameters, and every line of an assistance person stops the run
+    out = out.filter(~(pl.col("psn_no").str.starts_with(XIANGYANG)
+                       & pl.col("identity").is_in(XY_RESIDENT_ASSISTANCE_IDENTITIES)))
     out = out.select("idx", "psn_no", "identity", "begndate", "enddate")
     if chunk == 0 and persons.height >= N_SHOWCASE:
         rows = []
@@ -941,9 +944,9 @@ def _certifications(p: SampleParams, persons: pl.DataFrame, r: _Rng, chunk: int)
         "special_transplant": pl.when(age >= 18).then(0.0005).otherwise(0.0),
         "special_dialysis": pl.when(age >= 18).then(0.001).otherwise(0.0),
         "special_mental": pl.when(age >= 16).then(0.002).otherwise(0.0),
-        # special-drug qualifications for residents only: the Xiangyang employee special-drug rate is a
-        # missing parameter (POLICY §4.4), and a line that needs it stops the run (§6)
-        "special_drug": pl.when((age >= 18) & (pl.col("insutype") == "390")).then(0.0015).otherwise(0.0),
+        # special-drug qualifications for Suizhou residents only: the special-drug rate of Xiangyang employees
+        # (POLICY §4.4) and residents (§4.7) is a missing parameter, and a line that needs it stops the run (§6)
+        "special_drug": pl.when((age >= 18) & sz_res).then(0.0015).otherwise(0.0),
     }
     frames = []
     for ki, (kind, pr) in enumerate(probs.items()):
@@ -1528,6 +1531,7 @@ class ChunkResult:
     applications: pl.DataFrame
     lines: pl.DataFrame  # typed work frame: SETTLEMENT_COLUMNS (money in fen) + month, file, helper columns
     setl_offsets: dict[int, int]
+    maternity_events: pl.DataFrame | None = None  # docs/MATERNITY_INPUT.md, with `month` (of event_date)
 
 
 @dataclass
@@ -1541,6 +1545,50 @@ class Institutions:
         reg = generate_institutions(p)
         pools, members = _institution_pools(reg)
         return cls(reg, pools, members)
+
+
+# POLICY §4.7 gives Xiangyang residents general outpatient and chronic care only; the sample generates no line
+# that would stop the run on a missing parameter (transforms/resident/xiangyang.py, "prepare"): no assistance
+# identities (policies/xiangyang/resident/assistance.yaml assistance_identities), no special-drug qualification,
+# and none of these lines.
+XY_RESIDENT_ASSISTANCE_IDENTITIES = ["tekun", "dibao", "fanpin", "illness_poor"]
+XY_RESIDENT_NO_RULE_MED_TYPES = ["21", "22", "24", "28", "52", "9901"]  # stays and two-disease
+
+
+def _xy_resident_adjudicable(lines: pl.DataFrame, inst: pl.DataFrame) -> pl.DataFrame:
+    """Drop the Xiangyang resident lines §4.7 has no parameters for: stays (a rescue too), two-disease, and
+    general outpatient care outside the city."""
+    adm = inst.select("fixmedins_code", pl.col("admdvs").alias("_inst_adm"))
+    lines = lines.join(adm, on="fixmedins_code", how="left", maintain_order="left")
+    xy_res = pl.col("psn_no").str.starts_with(XIANGYANG) & (pl.col("insutype") == "390")
+    rescue = (pl.col("med_type") == "13") & pl.col("is_emergency_rescue").fill_null(False)
+    away = ~pl.col("_inst_adm").str.starts_with(XIANGYANG).fill_null(False)
+    no_rule = pl.col("med_type").is_in(XY_RESIDENT_NO_RULE_MED_TYPES) | rescue | away
+    return lines.filter(~(xy_res & no_rule)).drop("_inst_adm")
+
+
+MATERNITY_EVENT_KINDS = {"event_date": "date", "babies": "int", "gestation_months": "int", "delivery_cost": "money",
+                         "spouse_employee": "bool"}
+
+
+def _maternity_events(lines: pl.DataFrame, r: _Rng) -> pl.DataFrame:
+    """POLICY §4.6 events of Xiangyang employees (docs/MATERNITY_INPUT.md): a delivery for each delivery stay (52:
+    natural or caesarean, now and then twins, the stay's cost, sometimes an employee husband) and a miscarriage for
+    each miscarriage visit (51 with O20.0: 1–6 completed months)."""
+    kk = pl.col("key")
+    mine = lines.filter(pl.col("psn_no").str.starts_with(XIANGYANG) & (pl.col("insutype") == "310")
+                        & ~pl.col("_is_reversal"))
+    births = mine.filter(pl.col("med_type") == "52").select(
+        "psn_no", event_date=pl.col("begndate"),
+        kind=pl.when(r.u(kk, "mat_kind") < 0.35).then(pl.lit("caesarean")).otherwise(pl.lit("natural")),
+        babies=pl.when(r.u(kk, "mat_babies") < 0.05).then(2).otherwise(1).cast(pl.Int32),
+        gestation_months=pl.lit(None, pl.Int32), delivery_cost=pl.col("medfee_sumamt"),
+        spouse_employee=r.u(kk, "mat_spouse") < 0.3)
+    losses = mine.filter((pl.col("med_type") == "51") & (pl.col("dise_codg") == "O20.0")).select(
+        "psn_no", event_date=pl.col("setl_time").dt.date(), kind=pl.lit("miscarriage"),
+        babies=pl.lit(None, pl.Int32), gestation_months=(1 + r.int(kk, "mat_months", 6)).cast(pl.Int32),
+        delivery_cost=pl.lit(None, pl.Int64), spouse_employee=pl.lit(None, pl.Boolean))
+    return pl.concat([births, losses]).with_columns(month=pl.col("event_date").dt.month()).sort("event_date", "psn_no")
 
 
 def generate_chunk(p: SampleParams, chunk: int, inst: Institutions, setl_offsets: dict[int, int] | None = None
@@ -1564,6 +1612,7 @@ def generate_chunk(p: SampleParams, chunk: int, inst: Institutions, setl_offsets
         _resolve(p, visits.slice(o, RESOLVE_BATCH), persons, low_income, inst.pools, inst.members, r)
         for o in range(0, max(visits.height, 1), RESOLVE_BATCH)
     ])
+    lines = _xy_resident_adjudicable(lines, inst.register)
     pair_keys = visits.filter(pl.col("pair") & (pl.col("med_type") == "24")).select("key").with_columns(
         _pair=pl.lit(True))
     lines = lines.join(pair_keys, on="key", how="left", maintain_order="left").with_columns(
@@ -1585,6 +1634,7 @@ def generate_chunk(p: SampleParams, chunk: int, inst: Institutions, setl_offsets
         applications=apps.select("app_id", "psn_no", "identity", "confirm_date"),
         lines=lines.select([*SETTLEMENT_COLUMNS, "month", "file", "key", "_rev_related", "_is_reversal"]),
         setl_offsets=offsets,
+        maternity_events=_maternity_events(lines, r),
     )
 
 
@@ -1665,7 +1715,7 @@ def text_to_typed(df: pl.DataFrame, kinds: dict[str, str]) -> pl.DataFrame:
 # Invalid rows
 # --------------------------------------------------------------------------------------------------
 
-REASON_CODES = list(REJECT_REASONS)
+REASON_CODES = [c for c in REJECT_REASONS if c not in EVENT_ONLY_REASONS]  # settlement rows
 _ANY = {"MISSING_REQUIRED", "BAD_VALUE", "BAD_CODE", "AMOUNT_MISMATCH", "NEGATIVE_AMOUNT", "WRONG_MONTH",
         "UNKNOWN_PERSON", "UNKNOWN_INSTITUTION", "UNKNOWN_REVERSAL", "CERT_INVALID"}
 _AMOUNT_TEXT_COLS = ["medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "cls_a_amt", "cls_b_amt"]

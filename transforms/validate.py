@@ -49,12 +49,14 @@ from schemas.inputs import (
     ApplicationModel,
     FamilyBindingModel,
     KeptFamilyBindingModel,
+    MaternityEventModel,
     RawSettlementModel,
     RejectedFamilyBindingModel,
     RejectModel,
     SettlementModel,
     certno_valid,
 )
+from transforms.enrich import REGION_BY_CITY
 from transforms.reasons import REJECT_REASONS
 
 REASON_ORDER: tuple[str, ...] = tuple(REJECT_REASONS)
@@ -198,6 +200,8 @@ def _typed_expr(spec: FieldSpec, t: pl.Expr) -> pl.Expr:
         )
     elif k == "money":
         out = money_to_fen(t)
+    elif k == "int":
+        out = pl.when(t.str.contains(r"^[0-9]{1,4}$")).then(t.cast(pl.Int32, strict=False))
     elif k == "bool":
         low = t.str.to_lowercase()
         out = pl.when(low.is_in(TRUE_TEXT)).then(True).when(low.is_in(FALSE_TEXT)).then(False)
@@ -215,6 +219,7 @@ _BAD_VALUE_TEXT = {
     "bool": "is not a flag (true/false)",
     "digits6": "is not a 6-digit division code",
     "certno": "is not an 18-character ID number with a valid checksum",
+    "int": "is not a whole number (0–9999)",
 }
 
 
@@ -264,6 +269,7 @@ def _split(raw: pl.DataFrame, w: pl.DataFrame, P: Problems, keep: list[str], id_
            ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(accepted working rows with the `keep` columns, rejects frame) from the flag columns."""
     flags = [FLAG + c for c in REASON_ORDER]
+    w = w.with_columns([pl.lit(False).alias(f) for f in flags if f not in w.columns])  # codes this file never checks
     bad_row = pl.any_horizontal([pl.col(f) for f in flags])
     ok = w.select([*keep, bad_row.alias("__bad")]).filter(~pl.col("__bad")).drop("__bad")
     bad = w.filter(bad_row)
@@ -518,12 +524,53 @@ def validate_applications(raw: pl.DataFrame, month: str, registers: dict[str, pl
     P.add("DUPLICATE_SETL_ID", pl.col("__pos") > pl.col("__first_pos"), pl.format(
         "app_id {} already appears in {} row {}", show(pl.col("app_id")), pl.col("__first_file"),
         pl.col("__first_row")))
+    return _month_rows(raw, w, P, specs, month, ApplicationModel)
+
+
+def _month_rows(raw: pl.DataFrame, w: pl.DataFrame, P: Problems, specs: tuple[FieldSpec, ...], month: str,
+                model: type[pa.DataFrameModel]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(typed accepted rows of a month's file kind, validated by `model`, rejects) once every check is added."""
     w = _flag(w, P, REASON_ORDER)
     keep = [_t(s.name).alias(s.name) for s in specs] + ["source_file", "source_row"]
     ok, rejects = _split(raw, w, P, keep, None)
     accepted = ok.with_columns(pl.lit(month).alias("month"))
-    ApplicationModel.validate(accepted)
+    model.validate(accepted)
     return accepted, rejects
+
+
+XIANGYANG_CITY = next(city for city, region in REGION_BY_CITY.items() if region == "xiangyang")
+
+
+def validate_maternity_events(raw: pl.DataFrame, month: str, registers: dict[str, pl.DataFrame]
+                              ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Maternity events of one month (docs/MATERNITY_INPUT.md, POLICY §4.6) → (typed accepted, rejects).
+
+    Same row contract as settlements (every row accepted or rejected with file, row and reason). Codes:
+    MISSING_REQUIRED, BAD_VALUE, BAD_CODE (kind), NEGATIVE_AMOUNT (delivery_cost), WRONG_MONTH (event_date
+    outside the folder's month), UNKNOWN_PERSON, NOT_XIANGYANG_EMPLOYEE, EVENT_INCOMPLETE. rejects.setl_id is null.
+    """
+    check_month(month)
+    specs = field_specs(MaternityEventModel)
+    w = _prepare(raw, specs)
+    w, P = _parse(w, specs)
+    persons = registers["persons"].select("psn_no", pl.col("insutype").alias("__insutype"),
+                                          pl.col("insuplc_admdvs").alias("__admdvs"))
+    w = w.join(persons, left_on=TYPED + "psn_no", right_on="psn_no", how="left", maintain_order="left")
+    P.add("NEGATIVE_AMOUNT", _t("delivery_cost") < 0, pl.format("delivery_cost {} is negative", show(pl.col("delivery_cost"))))
+    P.add("WRONG_MONTH", _t("event_date").dt.strftime("%Y-%m") != month, pl.format(
+        "event_date {} is not in the folder's month {}", show(pl.col("event_date")), pl.lit(month)))
+    P.add("UNKNOWN_PERSON", pl.col("psn_no").is_not_null() & pl.col("__insutype").is_null(),
+          pl.format("psn_no {} is not in the person register", show(pl.col("psn_no"))))
+    P.add("NOT_XIANGYANG_EMPLOYEE", pl.col("__insutype").is_not_null()
+          & ((pl.col("__insutype") != "310") | ~pl.col("__admdvs").str.starts_with(XIANGYANG_CITY)),
+          pl.format("psn_no {} is insured as {} in {}, not as a Xiangyang employee (POLICY §4.6)",
+                    show(pl.col("psn_no")), pl.col("__insutype"), pl.col("__admdvs")))
+    delivery = _t("kind").is_in(["natural", "caesarean"])
+    P.add("EVENT_INCOMPLETE", delivery & (_t("babies").is_null() | (_t("babies") < 1)),
+          pl.format("a {} delivery needs babies >= 1, got {}", _t("kind"), show(pl.col("babies"))))
+    P.add("EVENT_INCOMPLETE", (_t("kind") == "miscarriage") & _t("gestation_months").is_null(),
+          pl.lit("a miscarriage needs gestation_months"))
+    return _month_rows(raw, w, P, specs, month, MaternityEventModel)
 
 
 # ---------------------------------------------------------------------------- registers

@@ -162,10 +162,12 @@ def test_reversal_takes_back_the_institution_share():
 
 
 def test_employees_and_other_regions_untouched():
+    # a Xiangyang resident: no assistance identity (its line would stop the run, §4.7) and an outpatient line (a
+    # stay would stop too, its parameters are missing): §3.10 is Suizhou's, nothing goes to the institution
     regs = registers([person("P1", rural=True, insutype="310"), person("P2", admdvs="420602", rural=True)],
-                     identities=[("P1", "dibao", SINCE, None), ("P2", "dibao", SINCE, None)])
+                     identities=[("P1", "dibao", SINCE, None), ("P2", "poverty_exit", SINCE, None)])
     out = run([line("P1", "2025-03-01", "SZ2", a=yuan(50), own=yuan(50), insutype="310"),
-               line("P2", "2025-03-01", "SZ2", a=yuan(50), own=yuan(50))], regs)
+               line("P2", "2025-03-01", "XY1", "11", a=yuan(50), own=yuan(50))], regs)
     assert out["hosp_part_amt"].to_list() == [0, 0]
 
 

@@ -27,26 +27,19 @@ negative amount exactly (min(r, max(0, C − P)) = r).
 
 from __future__ import annotations
 
-from typing import Any
-
 import polars as pl
 
 from flows.policies import Policies
-from transforms.accumulate import capped_payment, running_before
-from transforms.employee import NO_LIMIT, REGION, SCHEME, require, rev
+from transforms.chronic_limit import NO_LIMIT, limit_fen, within_disease_limit
+from transforms.employee import REGION, SCHEME, require, rev
 from transforms.explain import bp_text, code_if, fen_text, when_text
 from transforms.money import expr_apply_rate
-from transforms.params import UNLIMITED, attach, rate, yuan_to_fen
+from transforms.params import attach, rate, yuan_to_fen
 from transforms.stage import Stage, mark_handled
 
 LEDGERS = ("chronic", "special_drug")
 DISEASE_KINDS = ("chronic", "special", "special_transplant", "special_dialysis", "special_mental")
 USED_ACC = "emp_chronic_used"  # per certification: "emp_chronic_used:<dise_cert_code>"
-KEY = ["psn_no", "year", "dise_cert_code"]  # a certification's lines are interleaved with the person's others
-
-
-def _limit_fen(v: Any) -> int:
-    return NO_LIMIT if v == UNLIMITED else yuan_to_fen(v)
 
 
 def mine() -> pl.Expr:
@@ -68,7 +61,7 @@ def adjudicate_chronic(df: pl.DataFrame, policies: Policies, used: set) -> pl.Da
                 keyed_by="cert_kind", need=cov & ~drug, used=used)
     df = attach(df, policies, REGION, SCHEME, "chronic.special_drug_rate", "__drug_rate", convert=rate,
                 need=cov & drug, used=used)
-    df = attach(df, policies, REGION, SCHEME, "chronic.annual_limit_per_disease", "__limit", convert=_limit_fen,
+    df = attach(df, policies, REGION, SCHEME, "chronic.annual_limit_per_disease", "__limit", convert=limit_fen,
                 keyed_by="cert_kind", need=cov, used=used)
     df = df.with_columns(
         pl.when(cov).then(pl.when(drug).then(pl.col("__drug_rate")).otherwise(pl.col("__disease_rate")))
@@ -79,15 +72,11 @@ def adjudicate_chronic(df: pl.DataFrame, policies: Policies, used: set) -> pl.Da
     in_scope = pl.max_horizontal(pl.col("inscp_scp_amt"), 0)
     rev_within = rev("hifp_pay") + rev("hifp_cap_cut") + rev("pool_prop_selfpay")
     x = pl.when(cov).then(in_scope).when(m & r).then(rev_within).otherwise(0)
-    df = df.with_columns(x.alias("__x"))
+    df = within_disease_limit(df, x, pl.col("emp_chr_limit"), f"carried_{USED_ACC}", "emp_chr_added", "__before")
     df = df.with_columns(
-        capped_payment(pl.col("__x"), pl.col("emp_chr_limit").fill_null(NO_LIMIT), pl.col(f"carried_{USED_ACC}"), KEY,
-                       contiguous=False).alias("emp_chr_added"))
-    df = df.with_columns(
-        pl.when(cov).then(running_before(pl.col("emp_chr_added"), pl.col(f"carried_{USED_ACC}"), KEY,
-                                         contiguous=False)).alias("emp_chr_used_before"),
+        pl.when(cov).then(pl.col("__before")).alias("emp_chr_used_before"),
         pl.when(cov).then(pl.col("emp_chr_added")).alias("emp_chr_within"),
-    ).drop("__x")
+    ).drop("__before")
     df = df.with_columns(
         pl.when(cov).then(in_scope - pl.col("emp_chr_within")).when(m & ~r).then(0)
         .otherwise(pl.col("chronic_over_limit_amt") if "chronic_over_limit_amt" in df.columns else None)

@@ -112,7 +112,42 @@ class Ctx:
 
 def adjudicate_reference(lines: list[dict], registers: dict[str, list[dict]], policies: Policies,
                          carried: dict[tuple[str, int, str], int] | None = None,
-                         originals: dict[str, dict] | None = None) -> tuple[list[dict], dict]:
+                         originals: dict[str, dict] | None = None, balances: list[dict] | None = None,
+                         original_ledger: list[dict] | None = None, period: tuple[dt.date, dt.date] | None = None,
+                         accounts: dict | None = None) -> tuple[list[dict], dict]:
+    """Every line, funds then personal accounts (POLICY §4.2, §4.5: transforms/reference/accounts.py over each
+    line's personal share), like the engine end to end. balances / original_ledger / period as the engine's
+    `adjudicate` (period default: the lines' months); `accounts`, when given, receives the account ledger rows
+    ("ledger") and each account's end state ("balances")."""
+    out, state = _funds(lines, registers, policies, carried, originals)
+    if not out:
+        return out, state
+    from transforms.reference.accounts import accounts_reference
+    by_id = {x["setl_id"]: x for x in lines}
+    asked = [{**{k: by_id[r["setl_id"]][k] for k in ("setl_id", "psn_no", "setl_time", "fixmedins_code", "insutype",
+                                                     "orig_setl_id")},
+              "psn_part_amt": r["psn_part_amt"], "ledger": r["ledger"], "rule_pending": not r.get("_handled", True),
+              "acct_allowed": r.get("acct_allowed", True)} for r in out]
+    if period is None:
+        times = [x["setl_time"].date() for x in lines]
+        last = max(times)
+        period = (min(times).replace(day=1), (last.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+                  - dt.timedelta(days=1))
+    earlier = {s: {"acct_pay": o.get("acct_pay", 0), "acct_mulaid_pay": o.get("acct_mulaid_pay", 0)}
+               for s, o in (originals or {}).items()} if original_ledger is not None else None
+    paid, ledger, ends = accounts_reference(asked, registers, policies, period, balances=balances,
+                                            original_ledger=original_ledger, originals=earlier)
+    for r in out:
+        r.update(paid[r["setl_id"]])
+        r["psn_cash_pay"] = r["psn_part_amt"] - r["acct_pay"] - r["acct_mulaid_pay"]
+    if accounts is not None:
+        accounts.update(ledger=ledger, balances=ends)
+    return out, state
+
+
+def _funds(lines: list[dict], registers: dict[str, list[dict]], policies: Policies,
+           carried: dict[tuple[str, int, str], int] | None,
+           originals: dict[str, dict] | None) -> tuple[list[dict], dict]:
     persons = {p["psn_no"]: p for p in registers["persons"]}
     insts = {i["fixmedins_code"]: i for i in registers["institutions"]}
     idents, certs = defaultdict(list), defaultdict(list)
@@ -167,6 +202,11 @@ def _one_line(ctx: Ctx, done: dict) -> dict[str, Any]:
     if ctx.region == "xiangyang" and ctx.scheme == "employee":  # §4: transforms/reference/employee.py
         from transforms.reference import employee
         employee.adjudicate(res, ctx)
+        return _finish(res)
+
+    if ctx.region == "xiangyang" and ctx.scheme == "resident":  # §4.7: transforms/reference/xiangyang_resident.py
+        from transforms.reference import xiangyang_resident
+        xiangyang_resident.adjudicate(res, ctx)
         return _finish(res)
 
     if not (ctx.region == "suizhou" and ctx.scheme == "resident"):

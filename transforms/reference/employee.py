@@ -17,8 +17,9 @@ from typing import Any
 
 from flows.policies import MissingParameter
 from transforms.money import apply_rate, rate_to_bp
-from transforms.params import UNLIMITED, yuan_to_fen
+from transforms.params import yuan_to_fen
 from transforms.reference.adjudicate import Ctx, record, valid_on
+from transforms.reference.resident_chronic import within_disease_limit
 
 STAYS = ("inpatient", "maternity", "day_surgery")
 OUTPATIENT = ("outpatient_pool", "pharmacy")
@@ -157,10 +158,7 @@ def chronic(res: dict, ctx: Ctx, st: dict) -> tuple[int, int]:
     limits = {str(k): v for k, v in (ctx.val("chronic.annual_limit_per_disease") or {}).items()}
     if limits.get(kind) is None:
         raise MissingParameter(ctx.region, ctx.scheme, f"chronic.annual_limit_per_disease[{kind}]", ctx.on)
-    name = f"emp_chronic_used:{cert['dise_cert_code']}"
-    limit = limits[kind]
-    within = in_scope if limit == UNLIMITED else min(in_scope, max(0, yuan_to_fen(limit) - ctx.acc(name)))
-    record(res, ctx, name, within)
+    within = within_disease_limit(res, ctx, f"emp_chronic_used:{cert['dise_cert_code']}", in_scope, limits[kind])
     raw = apply_rate(within, rate)
     res["pool_prop_selfpay"] = within - raw
     res["chronic_over_limit_amt"] = in_scope - within

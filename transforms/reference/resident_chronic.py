@@ -8,7 +8,7 @@ from typing import Any
 
 from flows.policies import MissingParameter
 from transforms.money import apply_rate, rate_to_bp
-from transforms.params import yuan_to_fen
+from transforms.params import UNLIMITED, yuan_to_fen
 from transforms.reference.adjudicate import Ctx, record
 
 DISEASE_KINDS = ("chronic", "special", "special_transplant", "special_dialysis", "special_mental")
@@ -41,6 +41,14 @@ def special_disease_rate(ctx: Ctx) -> int | None:
     return max(rates) if rates else None
 
 
+def within_disease_limit(res: dict, ctx: Ctx, name: str, in_scope: int, limit) -> int:
+    """The yearly limit per certified disease (A-21; every scheme, transforms/chronic_limit.py): the in-scope
+    cost counted within it, recorded in the accumulator `name` ("none" = no limit, all of it counted)."""
+    within = in_scope if limit == UNLIMITED else min(in_scope, max(0, yuan_to_fen(limit) - ctx.acc(name)))
+    record(res, ctx, name, within)
+    return within
+
+
 def chronic(res: dict, ctx: Ctx) -> int:
     """§3.4 for ledgers chronic and special_drug: rate by kind, no deductible, yearly limit per disease."""
     if yuan_to_fen(ctx.val("chronic.deductible")) != 0:
@@ -58,11 +66,8 @@ def chronic(res: dict, ctx: Ctx) -> int:
     else:  # not certified: nothing paid, nothing enters critical illness or assistance
         res["chronic_over_limit_amt"], res["burden_excluded_amt"] = 0, in_scope
         return 0
-    limit = by_kind(ctx, "chronic.annual_limit_per_disease", kind)
-    name = f"chronic_limit_used:{cert['dise_cert_code']}"
-    used = ctx.acc(name)
-    within = in_scope if limit == "none" else min(in_scope, max(0, yuan_to_fen(limit) - used))
-    record(res, ctx, name, within)
+    within = within_disease_limit(res, ctx, f"chronic_limit_used:{cert['dise_cert_code']}", in_scope,
+                                  by_kind(ctx, "chronic.annual_limit_per_disease", kind))
     raw = apply_rate(within, rate)
     res["pool_prop_selfpay"] = within - raw
     res["chronic_over_limit_amt"] = res["burden_excluded_amt"] = in_scope - within

@@ -57,25 +57,17 @@ from typing import Any
 import polars as pl
 
 from flows.policies import Policies
-from transforms.accumulate import capped_payment, running_before
+from transforms.chronic_limit import NO_LIMIT, limit_fen, within_disease_limit
 from transforms.explain import bp_text, code_if, fen_text, when_text
 from transforms.money import expr_apply_rate
-from transforms.params import UNLIMITED, attach, rate, yuan_to_fen
+from transforms.params import attach, rate, yuan_to_fen
 from transforms.stage import Stage, mark_handled
 
 REGION, SCHEME, TOPIC = "suizhou", "resident", "chronic"
 LEDGERS = ("chronic", "special_drug")
 DISEASE_KINDS = ("chronic", "special", "special_transplant", "special_dialysis", "special_mental")
 SPECIAL_KINDS = ("special", "special_transplant", "special_dialysis", "special_mental")
-NO_LIMIT = 10**15  # "none" in a policy file: an explicit absence of a limit (fen)
 LIMIT_ACC = "chronic_limit_used"  # per certified disease: "chronic_limit_used:<dise_cert_code>"
-# One certification's lines are interleaved with the person's other lines (the frame is in line
-# order per person): the primitives run with contiguous=False.
-KEY = ["psn_no", "year", "dise_cert_code"]
-
-
-def _limit_fen(v: Any) -> int:
-    return NO_LIMIT if v == UNLIMITED else yuan_to_fen(v)
 
 
 def icd_category(e: pl.Expr) -> pl.Expr:
@@ -161,7 +153,7 @@ def adjudicate_chronic(df: pl.DataFrame, policies: Policies, used: set) -> pl.Da
         .otherwise(None).alias("chronic_rate_bp"),
         pl.when(mine).then(covered).otherwise(None).alias("chronic_covered"),
     ).drop("__disease_rate", "__takes")
-    df = by_kind(df, policies, f"{TOPIC}.annual_limit_per_disease", "cert_kind", "chronic_limit_fen", _limit_fen,
+    df = by_kind(df, policies, f"{TOPIC}.annual_limit_per_disease", "cert_kind", "chronic_limit_fen", limit_fen,
                  covered & ~rev, used)
 
     # The yearly limit per certified disease: a running total per (person, year, certification).
@@ -169,11 +161,8 @@ def adjudicate_chronic(df: pl.DataFrame, policies: Policies, used: set) -> pl.Da
     rev_within = _rev("hifp_pay") + _rev("hifp_cap_cut") + _rev("pool_prop_selfpay")
     x = pl.when(covered & ~rev).then(in_scope).when(mine & rev).then(rev_within).otherwise(0)
     df = df.with_columns(x.alias("__x"))
-    df = df.with_columns(
-        capped_payment(pl.col("__x"), pl.col("chronic_limit_fen").fill_null(NO_LIMIT), pl.col(f"carried_{LIMIT_ACC}"),
-                       KEY, contiguous=False).alias("chronic_limit_added"))
-    df = df.with_columns(running_before(pl.col("chronic_limit_added"), pl.col(f"carried_{LIMIT_ACC}"), KEY,
-                                        contiguous=False).alias("chronic_limit_before"))
+    df = within_disease_limit(df, pl.col("__x"), pl.col("chronic_limit_fen"), f"carried_{LIMIT_ACC}",
+                              "chronic_limit_added", "chronic_limit_before")
     within = pl.when(covered & ~rev).then(pl.col("chronic_limit_added")).otherwise(0)
     rev_excluded = _rev("inscp_scp_amt") - pl.col("__x")
     df = df.with_columns(

@@ -31,11 +31,12 @@ def stay_mask() -> pl.Expr:
 def class_b_preselfpay(lines: pl.DataFrame, policies: Policies, used: set, region: str, scheme: str,
                        topic: str) -> pl.DataFrame:
     """`preselfpay_amt` and `inscp_scp_amt` of every line (POLICY §1.4, A-16)."""
-    lines = attach(lines, policies, region, scheme, f"{topic}.class_b_preselfpay_rate", "__b_rate",
-                   convert=rate, need=pl.col("cls_b_amt") != 0, used=used)
     applies = in_list_on_date(lines, policies, region, scheme, f"{topic}.class_b_preselfpay_ledgers", used,
                               "ledger", need=pl.col("cls_b_amt") != 0)
     lines = lines.with_columns(applies.alias("__b_applies"))
+    # the rate is needed only where it applies (a region without it can still adjudicate its other ledgers, §4.7)
+    lines = attach(lines, policies, region, scheme, f"{topic}.class_b_preselfpay_rate", "__b_rate",
+                   convert=rate, need=(pl.col("cls_b_amt") != 0) & pl.col("__b_applies"), used=used)
     pre = pl.when(pl.col("__b_applies").fill_null(False)).then(
         expr_apply_rate(pl.col("cls_b_amt"), pl.col("__b_rate").fill_null(0))).otherwise(0)
     return lines.with_columns(pre.alias("preselfpay_amt")).with_columns(
