@@ -100,6 +100,10 @@ def create_views(con: duckdb.DuckDBPyConnection, temporary: bool = False, polici
         con.unregister("__oos_limits")
     for sql in view_statements(temp):
         con.execute(sql)
+    if _table_exists(con, "whatif_scenarios"):  # what-if comparison (flows/whatif_report.py, issue 8)
+        from flows.whatif_report import view_statements as whatif_view_statements
+        for sql in whatif_view_statements(temp):
+            con.execute(sql)
 
 
 def view_statements(temp: str = "") -> list[str]:
