@@ -95,9 +95,10 @@ def _make(args: argparse.Namespace, db: Path) -> int:
         print(f"what-if {args.name}: … and {len(overrides) - 10} more overrides", file=sys.stderr)
     rec = whatif_flow(args.name, args.year, [o.as_dict() for o in overrides], str(db),
                       str(args.input) if args.input else None)
-    missing = f"; MISSING months {', '.join(rec['missing_months'])}" if rec["missing_months"] else ""
+    from flows.whatif_report import months_text
+    missing = f"; MISSING {months_text(rec['missing_months'])}" if rec["missing_months"] else ""
     print(f"scenario {args.name}: {rec['lines']:,} lines of {rec['persons']:,} persons re-adjudicated over "
-          f"{', '.join(rec['months'])}{missing}; see `yibao whatif report {args.name}`")
+          f"{months_text(rec['months'])}{missing}; see `yibao whatif report {args.name}`")
     return 0
 
 

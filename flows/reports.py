@@ -103,6 +103,10 @@ class Table:
     df: pl.DataFrame
     money: set[str] = field(default_factory=set)
     ratio: set[str] = field(default_factory=set)
+    labels: dict[str, str] = field(default_factory=dict)  # Chinese labels of this table's columns over COLUMN_LABEL
+
+    def label(self, col: str) -> str:
+        return self.labels.get(col) or COLUMN_LABEL.get(col, col)
 
 
 def query(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None, name: str = "", title: str = "") -> Table:
@@ -239,9 +243,9 @@ def write_xlsx(tables: list[Table], out: Path | str) -> None:
             ws.write_string(0, 0, neutralise(t.title), title_f)
             cols = list(t.df.columns)
             for j, c in enumerate(cols):
-                ws.write_string(1, j, COLUMN_LABEL.get(c, c), label_f)
+                ws.write_string(1, j, t.label(c), label_f)
                 ws.write_string(2, j, c, code_f)
-                width = max(len(c), 2 * len(COLUMN_LABEL.get(c, c)), 10)
+                width = max(len(c), 2 * len(t.label(c)), 10)
                 ws.set_column(j, j, min(width + 2, 40))
             for i, r in enumerate(t.df.iter_rows(), start=3):
                 for j, (c, v) in enumerate(zip(cols, r, strict=True)):
@@ -446,7 +450,7 @@ TERMINAL_STAY_COLUMNS = ["month", "fixmedins_code", "setl_id", "psn_no", "psn_na
 def narrow(table: Table, columns: list[str]) -> Table:
     """The same table with fewer columns (for a terminal)."""
     return Table(table.name, table.title, table.df.select(columns), table.money & set(columns),
-                 table.ratio & set(columns))
+                 table.ratio & set(columns), table.labels)
 
 
 def out_of_scope_summary(tables: dict[str, Table]) -> str:
@@ -748,7 +752,7 @@ def _short_yuan(fen: int) -> str:
 
 def html_table(t: Table, limit: int | None = None) -> str:
     cols = list(t.df.columns)
-    head = "".join(f"<th>{_e(COLUMN_LABEL.get(c, c))}<br><code>{_e(c)}</code></th>" for c in cols)
+    head = "".join(f"<th>{_e(t.label(c))}<br><code>{_e(c)}</code></th>" for c in cols)
     body = []
     rows = t.df.iter_rows() if limit is None else t.df.head(limit).iter_rows()
     for r in rows:

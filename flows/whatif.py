@@ -227,8 +227,8 @@ def publish_scenario(db: str, scratch: str, record_file: str) -> dict:
                     "INSERT INTO whatif_scenarios (scenario, year, overrides, months, missing_months, baseline_runs, "
                     "registers, lines, persons, policy_version, scenario_policy_version, assumptions, code_version, "
                     "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
-                    [name, rec["year"], json.dumps(rec["overrides"], ensure_ascii=False), rec["months"],
-                     rec["missing_months"], json.dumps(rec["baseline_runs"]), json.dumps(rec["registers"]),
+                    [name, rec["year"], json.dumps(rec["overrides"], ensure_ascii=False), ",".join(rec["months"]),
+                     ",".join(rec["missing_months"]), json.dumps(rec["baseline_runs"]), json.dumps(rec["registers"]),
                      lines, persons, rec["policy_version"], rec["scenario_policy_version"],
                      json.dumps(rec["assumptions"]), rec["code_version"]])
                 con.execute("COMMIT")
@@ -270,8 +270,9 @@ def whatif_flow(name: str, year: int, overrides: list[dict], db: str, input_dir:
         finally:
             con.close()
         if baseline.missing:
-            _progress(f"what-if {name}: {year} is missing months {', '.join(baseline.missing)} (not loaded); "
-                      f"the scenario covers {', '.join(baseline.months)} only")
+            from flows.whatif_report import months_text
+            _progress(f"what-if {name}: {year} is missing {months_text(baseline.missing)} (not loaded); "
+                      f"the scenario covers {months_text(baseline.months)} only")
         folders, reg_note = check_registers(baseline, input_dir)
         if reg_note["changed"]:
             _progress(f"what-if {name}: registers {registers_text(reg_note)}")
@@ -310,8 +311,8 @@ def list_scenarios(con) -> pl.DataFrame:
     if not _has_tables(con):
         return pl.DataFrame()
     return pl.from_arrow(con.sql(
-        "SELECT scenario, year, array_to_string(months, ',') AS months, array_to_string(missing_months, ',') AS "
-        "missing_months, overrides, lines, persons, created_at FROM whatif_scenarios ORDER BY created_at, scenario"
+        "SELECT scenario, year, months, missing_months, overrides, lines, persons, created_at FROM whatif_scenarios "
+        "ORDER BY created_at, scenario"
     ).to_arrow_table())
 
 

@@ -29,6 +29,9 @@ from flows.views import FUNDS, _labels, ratio_sql
 PAYERS: list[tuple[str, str]] = [*FUNDS, ("psn_part_amt", "个人负担")]
 DIMENSIONS = ["year", "month", "region", "scheme", "ledger", "hosp_lv", "identity_group"]
 VIEWS = ("v_whatif_lines", "v_whatif_delta")
+LABELS = {"difference": "差额(方案-基线)"}
+# Payers left out of the wide tables on a terminal (they are in the xlsx and html): the person's share is psn_part_amt.
+TERMINAL_LEFT_OUT = {"hosp_part_amt", "acct_pay", "acct_mulaid_pay", "psn_cash_pay"}
 THRESHOLDS_YUAN = (0, 100, 1_000, 10_000)  # the distribution of the change per person (issue 8)
 
 
@@ -39,7 +42,7 @@ def view_statements(temp: str = "") -> list[str]:
                                                                   "scheme", "ledger", "hosp_lv"))
     lines = f"""
 CREATE OR REPLACE {temp}VIEW v_whatif_lines AS
-WITH sm AS (SELECT scenario, unnest(months) AS month FROM whatif_scenarios),
+WITH sm AS (SELECT scenario, unnest(string_split(months, ',')) AS month FROM whatif_scenarios),
 b AS (SELECT sm.scenario, a.* FROM adjudicated a JOIN sm USING (month)),
 j AS (
   SELECT {keys}, coalesce(s.identity_group, b.identity_group, 'unknown') AS identity_group,
@@ -72,6 +75,33 @@ GROUP BY {d}{", " if dims else ""}fund
 """
 
 
+def wide_sql(dims: list[str], where: str) -> str:
+    """Per `dims` and in total: each payer's difference side by side, the spill-over ratio of the basic fund's
+    change, and the persons paying more / less (psn_part_amt summed per person within the group)."""
+    d = ", ".join(dims)
+    diff = {f: f"coalesce(sum(d) FILTER (WHERE fund = '{f}'), 0)" for f, _ in PAYERS}
+    others = f"{diff['hifmi_pay']} + {diff['maf_pay']} + {diff['maf_tilt_pay']}"
+    keys = [f"coalesce(CAST({dims[0]} AS VARCHAR), '合计 total') AS {dims[0]}",
+            *[f"coalesce(CAST({c} AS VARCHAR), '') AS {c}" for c in dims[1:]]]
+    return f"""
+WITH p AS (SELECT {d}, psn_no, fund, sum(scenario_amt - baseline_amt) AS d FROM v_whatif_lines WHERE {where}
+           GROUP BY ALL)
+SELECT {", ".join(keys)},
+  {", ".join(f"CAST({e} AS DECIMAL(18,2)) AS {f}" for f, e in diff.items())},
+  {ratio_sql(f"-({others}) * sign({diff['hifp_pay']})", f"abs({diff['hifp_pay']})")} AS spill_over_ratio,
+  count(*) FILTER (WHERE fund = 'psn_part_amt' AND d > 0) AS persons_more,
+  count(*) FILTER (WHERE fund = 'psn_part_amt' AND d < 0) AS persons_less
+FROM p GROUP BY GROUPING SETS (({d}), ()) ORDER BY GROUPING({dims[0]}), {d}
+"""
+
+
+def months_text(months: list[str]) -> str:
+    """2025-01 … 2025-06 (6 months) when consecutive, else the list."""
+    if len(months) > 2 and [int(m[5:]) for m in months] == list(range(int(months[0][5:]), int(months[-1][5:]) + 1)):
+        return f"{months[0]} … {months[-1]} ({len(months)} months)"
+    return ", ".join(months)
+
+
 def has_scenarios(con: duckdb.DuckDBPyConnection) -> bool:
     return reports.has_table(con, "whatif_scenarios")
 
@@ -84,6 +114,7 @@ class WhatIfReport:
     notes: list[tuple[str, str]]
     by_fund: reports.Table
     spill_over: reports.Table
+    by_group: reports.Table
     distribution: reports.Table
     by_month: reports.Table
     tables: list[reports.Table]  # every sheet, in order
@@ -98,6 +129,8 @@ def scenario_record(con: duckdb.DuckDBPyConnection, name: str) -> dict:
     rec = dict(zip(cols, rows[0], strict=True))
     for k in ("overrides", "baseline_runs", "registers", "assumptions"):
         rec[k] = json.loads(rec[k] or "null")
+    for k in ("months", "missing_months"):
+        rec[k] = [m for m in (rec[k] or "").split(",") if m]
     return rec
 
 
@@ -138,24 +171,19 @@ def whatif_report(con: duckdb.DuckDBPyConnection, name: str) -> WhatIfReport:
         FROM (SELECT psn_no, sum(coalesce(b_paid, 0)) AS b, sum(coalesce(s_paid, 0)) AS s, count(*) AS n FROM (
                 SELECT coalesce(w.psn_no, a.psn_no) AS psn_no, a.paid_amt AS b_paid, w.paid_amt AS s_paid
                 FROM (SELECT * FROM assistance_applications
-                      WHERE month IN (SELECT unnest(months) FROM whatif_scenarios WHERE scenario = ?)) a
+                      WHERE month IN (SELECT unnest(string_split(months, ',')) FROM whatif_scenarios WHERE scenario = ?)) a
                 FULL JOIN (SELECT * FROM whatif_assistance_applications WHERE scenario = ?) w
                   ON w.app_id = a.app_id AND w.month = a.month) GROUP BY psn_no)
         ORDER BY CASE fund {fund_order} ELSE 99 END""", [name, name, name],
                             "按基金 by fund", f"测算结果 — the year by payer (persons: whose amount from this payer "
                                              f"is higher / lower), {when}")
-    diff = {f: f"sum(scenario_amt - baseline_amt) FILTER (WHERE fund = '{f}')" for f, _ in PAYERS}
-    others = f"coalesce({diff['hifmi_pay']}, 0) + coalesce({diff['maf_pay']}, 0) + coalesce({diff['maf_tilt_pay']}, 0)"
-    hifp = f"coalesce({diff['hifp_pay']}, 0)"
-    spill = reports.query(con, f"""
-        SELECT coalesce(region, '合计 total') AS region, coalesce(scheme, '') AS scheme,
-          {", ".join(f"CAST(coalesce({e}, 0) AS DECIMAL(18,2)) AS {f}" for f, e in diff.items())},
-          {ratio_sql(f"-({others}) * sign({hifp})", f"abs({hifp})")} AS spill_over_ratio
-        FROM v_whatif_lines WHERE {where}
-        GROUP BY GROUPING SETS ((region, scheme), ()) ORDER BY GROUPING(region), region, scheme""", [name],
-                          "承接 spill-over", "基本医保变化的大病和救助承接 — differences by payer; spill_over_ratio = "
-                                           "−(Δhifmi + Δmaf + Δmaf_tilt) / Δhifp, the share of the basic fund's change "
-                                           f"that critical illness and assistance absorb, {when}")
+    spill = reports.query(con, wide_sql(["region", "scheme"], where), [name], "承接 spill-over",
+                          "基本医保变化的大病和救助承接 — differences by payer; spill_over_ratio = −(Δhifmi + Δmaf + Δmaf_tilt) "
+                          f"/ Δhifp, the share of the basic fund's change that critical illness and assistance absorb; "
+                          f"persons paying more / less (psn_part_amt), {when}")
+    by_group = reports.query(con, wide_sql(["identity_group"], where), [name], "按身份类别 by identity group",
+                             f"测算结果 — by identity group (POLICY §2): differences by payer, persons paying more / less, "
+                             f"{when}")
     bands = " UNION ALL ".join(f"SELECT {t} AS t" for t in THRESHOLDS_YUAN)
     distribution = reports.query(con, f"""
         WITH d AS (SELECT psn_no, sum(scenario_amt - baseline_amt) AS d FROM v_whatif_lines
@@ -168,21 +196,21 @@ def whatif_report(con: duckdb.DuckDBPyConnection, name: str) -> WhatIfReport:
                                                           f"the year (psn_part_amt: account and cash) changes by more "
                                                           f"than each amount, {when}")
     by_month = grouped(["month"], "按月份 by month", "测算结果 — by month and payer")
-    tables = [by_fund, spill, distribution, by_month,
+    tables = [by_fund, spill, by_group, distribution, by_month,
               grouped(["region", "scheme"], "按险种 by scheme", "测算结果 — by region, scheme and payer"),
               grouped(["ledger"], "按待遇类别 by ledger", "测算结果 — by ledger and payer"),
               grouped(["hosp_lv"], "按医院等级 by level", "测算结果 — by institution level and payer"),
-              grouped(["identity_group"], "按身份类别 by identity group", "测算结果 — by identity group and payer"),
+              grouped(["identity_group"], "按身份类别明细 identity x payer", "测算结果 — by identity group and payer"),
               reports.query(con, "SELECT * EXCLUDE (scenario) FROM v_whatif_delta WHERE scenario = ? "
                                  "ORDER BY month, region, scheme, ledger, hosp_lv, identity_group, fund", [name],
                             "明细 detail", f"v_whatif_delta, {when}")]
     changed = _baseline_changes(con, rec)
-    missing = list(rec["missing_months"] or [])
+    missing = rec["missing_months"]
     notes = [
         ("report", "测算报告 what-if comparison"), ("scenario", name), ("year", str(year)),
-        ("months", f"{', '.join(rec['months'])}"
-                   + (f" — MISSING {', '.join(missing)} (not loaded; the scenario covers the loaded months only)"
-                      if missing else " (the whole year)")),
+        ("months", months_text(rec["months"])
+                   + (f" — MISSING {months_text(missing)} (not loaded; the scenario covers the loaded months only)"
+                      if missing else " — the whole year")),
         *[("override", f"{o['path']}: {_fmt(o['previous'])} → {_fmt(o['value'])}") for o in rec["overrides"]],
         ("baseline", "adjudicated (unchanged by the scenario)" + (
             f"; RE-RUN since the scenario was made for {', '.join(changed)}: rerun the scenario" if changed else "")),
@@ -196,7 +224,9 @@ def whatif_report(con: duckdb.DuckDBPyConnection, name: str) -> WhatIfReport:
     ]
     about = reports.Table("说明 about", f"说明 about the scenario {name}",
                           pl.DataFrame(notes, schema={"item": pl.String, "value": pl.String}, orient="row"))
-    return WhatIfReport(rec, notes, by_fund, spill, distribution, by_month, [about, *tables])
+    for t in tables:
+        t.labels.update(LABELS)
+    return WhatIfReport(rec, notes, by_fund, spill, by_group, distribution, by_month, [about, *tables])
 
 
 def summary_line(r: WhatIfReport) -> str:
@@ -230,8 +260,8 @@ def write_report(con: duckdb.DuckDBPyConnection, name: str, fmt: str, out: Path 
     if fmt == "table":
         for k, v in r.notes[:-3]:
             print(f"{k}: {reports.terminal_safe(v)}")
-        for t in (r.by_fund, r.spill_over, r.distribution):
-            reports.print_table(t)
+        for t in (r.by_fund, r.spill_over, r.by_group, r.distribution):
+            reports.print_table(reports.narrow(t, [c for c in t.df.columns if c not in TERMINAL_LEFT_OUT]))
     elif fmt == "xlsx":
         reports.write_xlsx(r.tables, out)
     elif fmt == "html":

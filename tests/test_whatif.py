@@ -251,14 +251,19 @@ def test_report_list_rerun_and_drop(small, ded3, tmp_path, capsys):
     assert r.distribution.df.rows() == [("any change", 0, 1), ("more than 100 yuan", 0, 0),
                                         ("more than 1,000 yuan", 0, 0), ("more than 10,000 yuan", 0, 0)]
     notes = dict(r.notes)
-    assert notes["months"].startswith("2025-01, 2025-02 — MISSING 2025-03, 2025-04")
+    assert notes["months"].startswith("2025-01, 2025-02 — MISSING 2025-03 … 2025-12 (10 months) (not loaded")
     wb = openpyxl.load_workbook(tmp_path / "w.xlsx")
-    assert wb.sheetnames[:4] == ["说明 about", "按基金 by fund", "承接 spill-over", "个人负担分布 distribution"]
+    assert wb.sheetnames[:5] == ["说明 about", "按基金 by fund", "承接 spill-over", "按身份类别 by identity group",
+                                 "个人负担分布 distribution"]
+    groups = {row["identity_group"]: row for row in r.by_group.df.iter_rows(named=True)}
+    assert (groups["s2"]["hifp_pay"], groups["s2"]["maf_pay"], groups["s2"]["persons_less"]) == (42000, -10080, 1)
+    assert (groups["ordinary"]["hifp_pay"], groups["ordinary"]["persons_less"]) == (0, 0)
     ws = wb["按基金 by fund"]
     assert [c.value for c in ws[3]][:5] == ["fund", "fund_label", "baseline_amt", "scenario_amt", "difference"]
+    assert ws.cell(2, 5).value == "差额(方案-基线)"
     assert ws.cell(4, 1).value == "hifp_pay" and ws.cell(4, 5).value == 420
     page = (tmp_path / "w.html").read_text(encoding="utf-8")
-    assert "<svg" in page and "MISSING 2025-03" in page and "<script" not in page
+    assert "<svg" in page and "MISSING 2025-03 … 2025-12" in page and "<script" not in page
 
     assert main(["whatif", "report", "ded3", "--db", str(db)]) == 0
     out, err = capsys.readouterr()
