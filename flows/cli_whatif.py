@@ -81,7 +81,7 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def _make(args: argparse.Namespace, db: Path) -> int:
-    from flows.overrides import overrides_from
+    from flows.overrides import describe, overrides_from
     from flows.policies import load_policies
     from flows.whatif import check_name, whatif_flow
     if args.year is None or not args.name:
@@ -90,7 +90,7 @@ def _make(args: argparse.Namespace, db: Path) -> int:
     overrides = overrides_from(load_policies(), args.year, args.sets, args.policy_file)
     _check_year(db, args.year)  # before the flow starts: a one-line refusal, no flow run
     for o in overrides[:10]:
-        print(f"what-if {args.name}: {o.path}: {o.previous} → {o.value} for {args.year}", file=sys.stderr)
+        print(f"what-if {args.name}: {describe(o)} for {args.year}", file=sys.stderr)
     if len(overrides) > 10:
         print(f"what-if {args.name}: … and {len(overrides) - 10} more overrides", file=sys.stderr)
     rec = whatif_flow(args.name, args.year, [o.as_dict() for o in overrides], str(db),

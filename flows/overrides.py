@@ -267,6 +267,15 @@ def parse_value(p: Parameter, keys: tuple[str, ...], raw: Any, path: str) -> Any
     return [str(x) for x in items]
 
 
+def describe(o: Override | dict) -> str:
+    """`path: previous → value` of an override, for people."""
+    o = o.as_dict() if isinstance(o, Override) else o
+
+    def text(v: Any) -> str:
+        return json.dumps(v, ensure_ascii=False) if isinstance(v, list | dict) else str(v)
+    return f"{o['path']}: {text(o.get('previous'))} → {text(o['value'])}"
+
+
 def _as_json(v: Any) -> Any:
     return v.isoformat() if isinstance(v, dt.date) else v
 

@@ -35,7 +35,7 @@ from prefect import flow, task
 from flows import store
 from flows.ingest import load_registers, month_files, read_table
 from flows.monthly import RunError, adjudicate_month, code_version, persist, sha256_of, writer_lock
-from flows.overrides import Override, apply_overrides
+from flows.overrides import Override, apply_overrides, describe
 from flows.policies import Policies, load_policies
 from transforms.validate import validate_applications
 
@@ -308,12 +308,18 @@ def whatif_flow(name: str, year: int, overrides: list[dict], db: str, input_dir:
 # ---------------------------------------------------------------- list, drop
 
 def list_scenarios(con) -> pl.DataFrame:
+    """One row per scenario: name, year, months covered and missing, overrides (path: before → after)."""
+    from flows.whatif_report import months_text
     if not _has_tables(con):
         return pl.DataFrame()
-    return pl.from_arrow(con.sql(
-        "SELECT scenario, year, months, missing_months, overrides, lines, persons, created_at FROM whatif_scenarios "
-        "ORDER BY created_at, scenario"
-    ).to_arrow_table())
+    rows = con.execute("SELECT scenario, year, months, missing_months, overrides, lines, persons, created_at "
+                       "FROM whatif_scenarios ORDER BY created_at, scenario").fetchall()
+    return pl.DataFrame([{
+        "scenario": name, "year": str(year), "months": months_text(months.split(",")),
+        "missing_months": months_text(missing.split(",")) if missing else "",
+        "overrides": "; ".join(describe(o) for o in json.loads(ov)),
+        "lines": lines, "persons": persons, "created_at": created,
+    } for name, year, months, missing, ov, lines, persons, created in rows])
 
 
 def drop_scenario(db: str, name: str) -> None:

@@ -142,11 +142,8 @@ def _baseline_changes(con: duckdb.DuckDBPyConnection, rec: dict) -> list[str]:
     return [m for m, r in sorted(rec["baseline_runs"].items()) if now.get(m) != r]
 
 
-def _fmt(v) -> str:
-    return json.dumps(v, ensure_ascii=False) if isinstance(v, list | dict) else str(v)
-
-
 def whatif_report(con: duckdb.DuckDBPyConnection, name: str) -> WhatIfReport:
+    from flows.overrides import describe
     from flows.whatif import registers_text
 
     rec = scenario_record(con, name)
@@ -211,7 +208,7 @@ def whatif_report(con: duckdb.DuckDBPyConnection, name: str) -> WhatIfReport:
         ("months", months_text(rec["months"])
                    + (f" — MISSING {months_text(missing)} (not loaded; the scenario covers the loaded months only)"
                       if missing else " — the whole year")),
-        *[("override", f"{o['path']}: {_fmt(o['previous'])} → {_fmt(o['value'])}") for o in rec["overrides"]],
+        *[("override", describe(o)) for o in rec["overrides"]],
         ("baseline", "adjudicated (unchanged by the scenario)" + (
             f"; RE-RUN since the scenario was made for {', '.join(changed)}: rerun the scenario" if changed else "")),
         ("registers", registers_text(rec["registers"])),
