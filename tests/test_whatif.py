@@ -327,3 +327,14 @@ def test_scenario_at_current_values_gives_zero_delta_on_every_row(tmp_path_facto
     assert apps[0].height > 0  # on-application assistance re-read and re-applied
     assert base.filter(pl.col("orig_setl_id").is_not_null()).height > 0  # reversals were in it
     assert base["acct_pay"].sum() > 0
+
+
+def test_paths_command_lists_settable_paths_with_their_values(capsys):
+    from flows.cli import main
+    from flows.whatif import WhatIfError, check_name
+    assert main(["whatif", "paths", "inpatient.deductible_in_city", "--year", "2025"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert f"{DED3} = 900" in out and "suizhou.resident.inpatient.deductible_in_city.1 = 200" in out
+    assert not any("formula" in line or line.startswith("xiangyang.resident") for line in out)  # missing: not settable
+    with pytest.raises(WhatIfError, match="scenario name 'a b'"):
+        check_name("a b")
