@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-COMMANDS: set[str] = {"report", "audit", "explain"}
+COMMANDS: set[str] = {"report", "audit", "explain", "whatif"}  # whatif: flows/cli_whatif.py
 
 
 def _db_arg(p: argparse.ArgumentParser) -> None:
@@ -55,11 +55,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--year", type=int, default=None, help="default: the person's latest year in the database")
     _db_arg(ex)
 
+    from flows import cli_whatif
+    cli_whatif.add_commands(sub)
+
 
 def dispatch(args: argparse.Namespace) -> int:
     from flows import reports
     from flows.settings import default_db
 
+    if args.cmd == "whatif":  # writes scenarios: not the read-only connection below
+        from flows import cli_whatif
+        return cli_whatif.dispatch(args)
     db = args.db or default_db()
     con = reports.open_readonly(db)
     try:

@@ -125,7 +125,8 @@ def _staged_registers(stage_p: Path) -> dict[str, pl.DataFrame]:
 
 
 @task(name="adjudicate")
-def adjudicate_month(stage: str, db: str, month: str) -> str:
+def adjudicate_month(stage: str, db: str, month: str, overrides: str | None = None) -> str:
+    """overrides: a what-if scenario's overrides file (flows/whatif.py), applied to the loaded policies."""
     stage_p = Path(stage)
     accepted = pl.read_parquet(stage_p / "accepted.parquet")
     regs = _staged_registers(stage_p)
@@ -141,13 +142,16 @@ def adjudicate_month(stage: str, db: str, month: str) -> str:
     first = dt.date(int(month[:4]), int(month[5:]), 1)
     last = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)
     policies = load_policies()
+    if overrides is not None:
+        from flows.whatif import scenario_policies
+        policies = scenario_policies(policies, overrides)
     result = adjudicate(accepted, regs, policies, carried=carried, originals=originals, balances=balances,
                         original_ledger=original_ledger if original_ledger.height else None, period=(first, last))
     # Output models, eagerly (schema and data), before anything is written (schemas/outputs.py).
     Adjudicated.validate(result.adjudicated, lazy=True)
     Accumulators.validate(result.accumulators, lazy=True)
     result.adjudicated.write_parquet(stage_p / "adjudicated.parquet")
-    _applications(stage_p, db, month, result.adjudicated, regs)
+    _applications(stage_p, db, month, result.adjudicated, regs, policies)
     result.accumulators.write_parquet(stage_p / "accumulators.parquet")
     result.account_ledger.with_row_index("seq").write_parquet(stage_p / "account_ledger.parquet")
     result.account_balances.write_parquet(stage_p / "account_month_end.parquet")
@@ -158,7 +162,7 @@ def adjudicate_month(stage: str, db: str, month: str) -> str:
     return str(stage_p / "adjudicated.parquet")
 
 
-def _applications(stage_p: Path, db: str, month: str, adjudicated: pl.DataFrame, regs: dict) -> None:
+def _applications(stage_p: Path, db: str, month: str, adjudicated: pl.DataFrame, regs: dict, policies) -> None:
     """On-application assistance (POLICY §3.9): one record per application of the month."""
     apps = pl.read_parquet(stage_p / "applications.parquet")
     if apps.height == 0:
@@ -172,7 +176,7 @@ def _applications(stage_p: Path, db: str, month: str, adjudicated: pl.DataFrame,
         con.close()
     window = pl.concat([earlier, adjudicated.filter(pl.col("psn_no").is_in(apps["psn_no"].implode()))],
                        how="diagonal_relaxed")
-    out = apply_applications(apps, window, regs, load_policies(), previous=previous)
+    out = apply_applications(apps, window, regs, policies, previous=previous)
     out.write_parquet(stage_p / "assistance_applications.parquet")
 
 

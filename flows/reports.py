@@ -74,6 +74,9 @@ COLUMN_LABEL: dict[str, str] = {
     "identity_group": "身份类别", "identity_group_label": "身份类别名称", "inscp_scp_amt": "政策范围内费用",
     "payment_ratio": "政策范围内支付比例", "target_ratio": "目标比例", "item": "项目", "value": "内容",
     "reported_settlements": "有上报金额的结算", "differing_settlements": "存在差异的结算",
+    "scenario": "测算方案", "baseline_amt": "基线金额", "scenario_amt": "方案金额", "persons_more": "增加人数",
+    "persons_less": "减少人数", "spill_over_ratio": "大病和救助承接比例", "change": "个人负担变化", "path": "参数",
+    "previous": "原值", "maf_application": "依申请救助",
     **{f: label for f, label in FUNDS},
 }
 
@@ -100,6 +103,10 @@ class Table:
     df: pl.DataFrame
     money: set[str] = field(default_factory=set)
     ratio: set[str] = field(default_factory=set)
+    labels: dict[str, str] = field(default_factory=dict)  # Chinese labels of this table's columns over COLUMN_LABEL
+
+    def label(self, col: str) -> str:
+        return self.labels.get(col) or COLUMN_LABEL.get(col, col)
 
 
 def query(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None, name: str = "", title: str = "") -> Table:
@@ -236,9 +243,9 @@ def write_xlsx(tables: list[Table], out: Path | str) -> None:
             ws.write_string(0, 0, neutralise(t.title), title_f)
             cols = list(t.df.columns)
             for j, c in enumerate(cols):
-                ws.write_string(1, j, COLUMN_LABEL.get(c, c), label_f)
+                ws.write_string(1, j, t.label(c), label_f)
                 ws.write_string(2, j, c, code_f)
-                width = max(len(c), 2 * len(COLUMN_LABEL.get(c, c)), 10)
+                width = max(len(c), 2 * len(t.label(c)), 10)
                 ws.set_column(j, j, min(width + 2, 40))
             for i, r in enumerate(t.df.iter_rows(), start=3):
                 for j, (c, v) in enumerate(zip(cols, r, strict=True)):
@@ -443,7 +450,7 @@ TERMINAL_STAY_COLUMNS = ["month", "fixmedins_code", "setl_id", "psn_no", "psn_na
 def narrow(table: Table, columns: list[str]) -> Table:
     """The same table with fewer columns (for a terminal)."""
     return Table(table.name, table.title, table.df.select(columns), table.money & set(columns),
-                 table.ratio & set(columns))
+                 table.ratio & set(columns), table.labels)
 
 
 def out_of_scope_summary(tables: dict[str, Table]) -> str:
@@ -745,7 +752,7 @@ def _short_yuan(fen: int) -> str:
 
 def html_table(t: Table, limit: int | None = None) -> str:
     cols = list(t.df.columns)
-    head = "".join(f"<th>{_e(COLUMN_LABEL.get(c, c))}<br><code>{_e(c)}</code></th>" for c in cols)
+    head = "".join(f"<th>{_e(t.label(c))}<br><code>{_e(c)}</code></th>" for c in cols)
     body = []
     rows = t.df.iter_rows() if limit is None else t.df.head(limit).iter_rows()
     for r in rows:
@@ -783,6 +790,15 @@ def render_html(r: FundReport) -> str:
          svg_ratio_line("县域内住院支付比例 In-county inpatient payment ratio", rt["month"].to_list(),
                         rt["payment_ratio"].to_list(), r.target), r.ratio),
     ]
+    sections = []
+    for heading, svg, table in charts:
+        sections.append((heading, svg + (html_table(table) if table is not None else "")))
+    sections += [(t.title, html_table(t)) for t in r.tables[2:6]]
+    return html_page(title, r.notes, sections)
+
+
+def html_page(title: str, notes: list[tuple[str, str]], sections: list[tuple[str, str]]) -> str:
+    """One self-contained page: a title, the notes as a definition list, then (heading, html) sections."""
     css = ("body{font-family:'Noto Sans CJK SC','Microsoft YaHei',sans-serif;margin:24px;color:#222}"
            "table{border-collapse:collapse;margin:8px 0 24px;font-size:13px}"
            "th,td{border:1px solid #ccc;padding:3px 8px}th{background:#DDEBF7;vertical-align:bottom}"
@@ -791,14 +807,8 @@ def render_html(r: FundReport) -> str:
            "section{margin-bottom:32px}")
     parts = ["<!DOCTYPE html>", '<html lang="zh-CN"><head><meta charset="utf-8">',
              f"<title>{_e(title)}</title><style>{css}</style></head><body>", f"<h1>{_e(title)}</h1>",
-             "<dl>" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in r.notes) + "</dl>"]
-    for heading, svg, table in charts:
-        parts.append(f"<section><h2>{_e(heading)}</h2>{svg}")
-        if table is not None:
-            parts.append(html_table(table))
-        parts.append("</section>")
-    for t in r.tables[2:6]:
-        parts.append(f"<section><h2>{_e(t.title)}</h2>{html_table(t)}</section>")
+             "<dl>" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in notes) + "</dl>"]
+    parts += [f"<section><h2>{_e(heading)}</h2>{body}</section>" for heading, body in sections]
     parts.append("</body></html>")
     return "\n".join(parts)
 

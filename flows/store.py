@@ -74,6 +74,16 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         reason VARCHAR"""),
 }
 
+# What-if scenarios (issue 8, flows/whatif.py): a scenario's results sit beside the baseline's, keyed by the
+# scenario's name, never in the baseline's tables. One row per scenario; overrides, baseline_runs and registers
+# are JSON; months (YYYY-MM,…) are the baseline months re-adjudicated, missing_months those of the year not loaded.
+TABLES["whatif_scenarios"] = _cols("""scenario VARCHAR, year INTEGER, overrides VARCHAR, months VARCHAR,
+    missing_months VARCHAR, baseline_runs VARCHAR, registers VARCHAR, lines BIGINT, persons BIGINT,
+    policy_version VARCHAR, scenario_policy_version VARCHAR, assumptions VARCHAR, code_version VARCHAR,
+    created_at TIMESTAMP""")
+for _t in ("adjudicated", "accumulators", "assistance_applications"):
+    TABLES[f"whatif_{_t}"] = [("scenario", "VARCHAR"), *[c for c in TABLES[_t] if c[0] != "run_id"]]
+
 
 def migrate(con: duckdb.DuckDBPyConnection) -> None:
     """Create missing tables and add missing columns (a database written by an older version keeps working)."""

@@ -102,6 +102,10 @@ def create_views(con: duckdb.DuckDBPyConnection, temporary: bool = False, polici
                          "AND column_name = 'oos_limit_bp'").fetchall()[0][0] > 0
     for sql in view_statements(temp, stored_limit=stored):
         con.execute(sql)
+    if _table_exists(con, "whatif_scenarios"):  # what-if comparison (flows/whatif_report.py, issue 8)
+        from flows.whatif_report import view_statements as whatif_view_statements
+        for sql in whatif_view_statements(temp):
+            con.execute(sql)
 
 
 def view_statements(temp: str = "", stored_limit: bool = True) -> list[str]:
