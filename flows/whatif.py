@@ -37,7 +37,7 @@ from flows.ingest import load_registers, month_files, read_table
 from flows.monthly import RunError, adjudicate_month, code_version, persist, sha256_of, writer_lock
 from flows.overrides import Override, apply_overrides, describe
 from flows.policies import Policies, load_policies
-from transforms.validate import validate_applications
+from transforms.validate import validate_applications, validate_maternity_events
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SCENARIO_TABLES = ("adjudicated", "accumulators", "assistance_applications")  # whatif_<table>
@@ -157,13 +157,19 @@ def stage_baseline_month(db: str, month: str, input_dir: str, registers: str, st
     finally:
         con.close()
     root = Path(input_dir)
-    app_files = month_files(root, month).get("applications", []) if (root / month).is_dir() else []
-    if app_files:
-        regs = {p.stem[4:]: pl.read_parquet(p) for p in stage_p.glob("reg_*.parquet")}
-        raw = pl.concat([read_table(p, root) for p in app_files], how="diagonal_relaxed")
-        apps, _ = validate_applications(raw, month, regs)
-    else:
-        apps = pl.DataFrame()
+    files = month_files(root, month) if (root / month).is_dir() else {}
+    regs = {p.stem[4:]: pl.read_parquet(p) for p in stage_p.glob("reg_*.parquet")}
+
+    def revalidated(kind: str, validate) -> pl.DataFrame:
+        """The month's optional input files of this kind, validated as the monthly run did (rejects dropped)."""
+        if not files.get(kind):
+            return pl.DataFrame()
+        raw = pl.concat([read_table(p, root) for p in files[kind]], how="diagonal_relaxed")
+        return validate(raw, month, regs)[0]
+
+    apps = revalidated("applications", validate_applications)
+    # maternity benefits (POLICY §4.6) are recomputed under the scenario like everything else of the month
+    revalidated("maternity", validate_maternity_events).write_parquet(stage_p / "maternity_events.parquet")
     accepted.write_parquet(stage_p / "accepted.parquet")
     apps.write_parquet(stage_p / "applications.parquet")
     pl.DataFrame(schema={"setl_id": pl.String}).write_parquet(stage_p / "rejects.parquet")
