@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -62,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     prefect_offline_defaults()
+    if args.cmd in ("run", "demo"):
+        # Prefect's console would print a failed run's traceback before our one line; its logs still reach the
+        # Prefect API (the UI) and the runs table keeps the error.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     try:
         if args.cmd == "sample":
             from flows.sample import write_sample

@@ -280,6 +280,8 @@ def _run_one_month(month: str, input_dir: str, db: str, triggered_by: str, force
                 con.close()
             ingest_and_validate(input_dir, month, str(work), str(stage))
             adjudicate_month(str(stage), str(work), month)
+            if os.environ.get("YIBAO_FAULT") == "between_tasks":  # fault injection for the crash-safety test
+                os._exit(71)
             persist(str(stage), str(work), month, run_id)
     except BaseException as e:
         store.record_runs(db, [{**run, "finished_at": dt.datetime.now(), "status": "failed",
