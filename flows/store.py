@@ -215,10 +215,6 @@ def last_succeeded(con: duckdb.DuckDBPyConnection, month: str) -> dict | None:
     return None if row is None else dict(zip([d[0] for d in cur.description], row, strict=True))
 
 
-def fail_run(con: duckdb.DuckDBPyConnection, run_id: str, error: str) -> None:
-    con.execute("UPDATE runs SET status='failed', finished_at=now(), error=? WHERE run_id=?", [error[:2000], run_id])
-
-
 def write_month(con: duckdb.DuckDBPyConnection, run_id: str, month: str, frames: dict[str, pl.DataFrame],
                 record: dict) -> None:
     """Replace everything of `month` with these frames and mark the run succeeded — one transaction.
