@@ -314,3 +314,38 @@ def test_a_run_with_every_kind_of_hostile_row_accounts_for_each(tmp_path, prefec
     assert got == {"H1": "BAD_VALUE", "H2": "BAD_VALUE", "H3": "UNKNOWN_PERSON", "H4": "BAD_VALUE",
                    "H5": "WRONG_MONTH", "H6": "BAD_VALUE", "H7": "UNKNOWN_INSTITUTION", "H8": "BAD_VALUE"}
     assert q(db, "SELECT overlmt_selfpay FROM settlements WHERE setl_id='H9'") == [(0,)]
+
+
+@EXAMPLES
+@given(st.sampled_from(sorted(p.name for p in (SAMPLE / "reference").iterdir())),
+       st.sampled_from(["random", "truncate", "duplicate_header", "empty"]), st.binary(min_size=1, max_size=500))
+def test_broken_registers_are_one_clear_error(tmp_path_factory, name, how, noise):
+    """A register the run cannot trust stops the run with one line naming it (flows/ingest.py load_registers)."""
+    root = tmp_path_factory.mktemp("r")
+    shutil.copytree(SAMPLE / "reference", root / "reference")
+    target = root / "reference" / name
+    data = target.read_bytes()
+    if how == "random":
+        data = noise
+    elif how == "truncate":
+        data = data[: len(data) // 3]
+    elif how == "duplicate_header":
+        if target.suffix == ".csv":
+            head, _, rest = data.partition(b"\n")
+            first = head.split(b",")[0]
+            data = head.rstrip(b"\r") + b"," + first + b"\n" + rest
+        else:
+            table = pq.read_table(io.BytesIO(data))
+            table = table.append_column(table.column_names[0], table.column(0))
+            sink = io.BytesIO()
+            pq.write_table(table, sink)
+            data = sink.getvalue()
+    else:
+        data = b""
+    target.write_bytes(data)
+    try:
+        load_registers(root)
+    except InputFileError as e:
+        assert "\n" not in str(e) and str(e).startswith(f"reference/{target.stem}")
+    else:  # a truncated CSV can still be a whole register of fewer rows; nothing else loads
+        assert how == "truncate" and target.suffix == ".csv"
