@@ -257,7 +257,7 @@ def _run_one_month(month: str, input_dir: str, db: str, triggered_by: str, force
     stage = Path(db).resolve().parent / ".yibao_runs" / run_id
     stage.mkdir(parents=True, exist_ok=True)
     # journal: a run killed before it could record itself is recorded 'failed' by the next writer
-    (stage / "run.json").write_text(json.dumps(run, default=str))
+    (stage / "run.json").write_text(json.dumps({**run, "db": str(Path(db).resolve())}, default=str))
     files = None
     try:
         files = input_files(Path(input_dir), month)
@@ -326,7 +326,7 @@ def _close_interrupted_runs(db: str) -> None:
     """Runs that were running when their process died (we hold the writer lock, so none is running now): their
     writes never reached the database. Recorded 'failed' from the database's 'running' rows (an older in-place
     writer) and from the journals in the stage folders (run.json) of runs the database never heard of."""
-    journals = [json.loads(p.read_text()) for p in (Path(db).resolve().parent / ".yibao_runs").glob("*/run.json")]
+    journals = _journals(db)
     running, known = [], set()
     if Path(db).exists():
         con = store.connect(db, read_only=True)
@@ -344,6 +344,20 @@ def _close_interrupted_runs(db: str) -> None:
     if rows:
         store.record_runs(db, [{**r, "status": "failed", "finished_at": dt.datetime.now(), "error": INTERRUPTED}
                                for r in rows])
+
+
+def _journals(db: str) -> list[dict]:
+    """run.json of the runs of this database still in the stage folder (shared by the databases of a directory);
+    one cut short by the kill itself names no run that could have written anything, and is skipped."""
+    mine, out = str(Path(db).resolve()), []
+    for p in (Path(db).resolve().parent / ".yibao_runs").glob("*/run.json"):
+        try:
+            j = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if j.pop("db", None) == mine:
+            out.append(j)
+    return out
 
 
 @contextmanager

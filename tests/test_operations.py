@@ -232,3 +232,27 @@ def test_tasks_retry_transient_io_only():
     assert retried == {"OSError": True, "IOException": True, "InputFileError/transient": True,
                        "InputFileError": False, "FileNotFoundError": False, "MissingParameter": False,
                        "ValueError": False}
+
+
+def test_a_journal_is_recorded_only_in_its_own_database(tmp_path):
+    """Databases of one directory share `.yibao_runs/`: a killed run of one is never recorded in the other, and a
+    journal cut short by the kill is skipped."""
+    import json
+
+    from flows.monthly import INTERRUPTED, writer_lock
+    a, b = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
+    for i, (db_, text) in enumerate([(a, None), (tmp_path / "c.duckdb", '{"run_id": "cut')]):
+        stage = tmp_path / ".yibao_runs" / f"r{i}"
+        stage.mkdir(parents=True)
+        (stage / "run.json").write_text(text or json.dumps({
+            "run_id": f"r{i}", "month": "2025-01", "input_dir": "x", "code_version": "v", "policy_version": "p",
+            "triggered_by": "user", "prev_run_id": None, "started_at": "2026-01-01 02:00:00", "db": str(db_)}))
+    with writer_lock(str(b)):
+        pass
+    assert not b.exists()  # nothing of b's own to record
+    with writer_lock(str(a)):
+        pass
+    assert q(a, "SELECT run_id, status, error FROM runs") == [("r0", "failed", INTERRUPTED)]
+    with writer_lock(str(a)):  # recorded once
+        pass
+    assert q(a, "SELECT count(*) FROM runs") == [(1,)]
