@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=20250101)
     s.add_argument("--format", dest="fmt", choices=["csv", "parquet", "mixed"], default="mixed")
     s.add_argument("--invalid-rate", type=float, default=0.0, help="share of invalid rows to inject (every reason)")
+    s.add_argument("--no-reported", dest="reported", action="store_false",
+                   help="leave the institution-reported amounts empty (skips the second pass through the pipeline)")
 
     d = sub.add_parser("demo", help="the committed sample, a year of monthly runs, a summary")
     d.add_argument("--input", type=Path, default=None)
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "sample":
             from flows.sample import write_sample
             summary = write_sample(args.out, persons=args.persons, year=args.year, months=args.months, seed=args.seed,
-                                   fmt=args.fmt, invalid_rate=args.invalid_rate)
+                                   fmt=args.fmt, invalid_rate=args.invalid_rate, reported=args.reported)
             print(f"sample written to {args.out}: {summary}")
             return 0
         if args.cmd == "run":

@@ -118,15 +118,18 @@ def _clean(out: Path) -> None:
                 if not any(d.iterdir()):
                     d.rmdir()
     (out / "INJECTED.json").unlink(missing_ok=True)
+    (out / "REPORTED.json").unlink(missing_ok=True)
 
 
 def write_sample(out: Path, persons: int = 2000, year: int = 2025, months: int = 12, seed: int = 20250101,
-                 fmt: str = "mixed", invalid_rate: float = 0.0, chunk_persons: int = 200_000) -> dict:
+                 fmt: str = "mixed", invalid_rate: float = 0.0, chunk_persons: int = 200_000,
+                 reported: bool = False) -> dict:
     """Write registers and monthly settlement files for `persons` synthetic insured persons.
 
     fmt: "csv" (UTF-8), "parquet", or "mixed" (some CSV in UTF-8, one with BOM, some in GB18030, some Parquet).
     invalid_rate: fraction of settlement rows replaced by invalid rows, cycling through every reject reason;
-    their positions are written to `out/INJECTED.json`. Returns a summary (files, rows per month, injected)."""
+    their positions are written to `out/INJECTED.json`. reported: fill the institution-reported amounts
+    (`fill_reported`; a second pass through the pipeline). Returns a summary (files, rows per month, injected)."""
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, not {fmt!r}")
     if not 0.0 <= invalid_rate < 1.0:
@@ -201,6 +204,9 @@ def write_sample(out: Path, persons: int = 2000, year: int = 2025, months: int =
         (out / "INJECTED.json").write_text(json.dumps(injected, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         files.append("INJECTED.json")
     settlement_rows = sum(v.get("hospital", 0) + v.get("pharmacy", 0) for v in rows_per_month.values())
+    reported_errors = fill_reported(out, fmt, seed) if reported else {}
+    if reported:
+        files.append("REPORTED.json")
     return {
         "out": str(out),
         "persons": persons,
@@ -214,5 +220,58 @@ def write_sample(out: Path, persons: int = 2000, year: int = 2025, months: int =
         "rows_per_month": rows_per_month,
         "settlement_rows": settlement_rows,
         "invalid_injected": {r: n for r, n in total.items() if n} if invalid_rate > 0 else {},
+        "reported_errors": reported_errors,
         "bytes": sum((out / f).stat().st_size for f in files),
     }
+
+
+def fill_reported(out: Path, fmt: str, seed: int) -> dict[str, int]:
+    """The institutions' real-time amounts (DATA.md §2 `hifp_pay` … `psn_cash_pay`), mostly right.
+
+    The written folder goes through the real monthly steps (flows.monthly task functions, no Prefect) into a
+    throw-away database; `transforms.reported` turns the adjudicated lines into what the institutions report,
+    with a few known errors; the settlement files are rewritten with those columns filled (same format and
+    encoding) and every wrong (line, fund) is listed in `out/REPORTED.json`. Returns lines wrong per kind."""
+    import tempfile
+
+    from flows import monthly, store
+    from flows.ingest import RESERVED, read_table
+    from transforms.reported import reported_amounts
+
+    months = sorted(d.name for d in out.iterdir() if d.is_dir() and re.fullmatch(r"\d{4}-\d{2}", d.name))
+    adjudicated, accepted = [], []
+    with tempfile.TemporaryDirectory(prefix="yibao-sample-") as tmp:
+        db = str(Path(tmp) / "sample.duckdb")
+        for month in months:
+            run_id, stage = f"sample-{month}", Path(tmp) / month
+            stage.mkdir()
+            con = store.connect(db)
+            try:
+                store.begin_run(con, {"run_id": run_id, "month": month, "input_dir": str(out),
+                                      "code_version": "sample", "policy_version": "sample"})
+            finally:
+                con.close()
+            monthly.ingest_and_validate.fn(str(out), month, db, str(stage))
+            monthly.adjudicate_month.fn(str(stage), db, month)
+            monthly.persist.fn(str(stage), db, month, run_id)
+            adjudicated.append(pl.read_parquet(stage / "adjudicated.parquet"))
+            accepted.append(pl.read_parquet(stage / "accepted.parquet", columns=["setl_id", "source_file", "source_row"]))
+    rep, errors = reported_amounts(pl.concat(adjudicated, how="diagonal_relaxed"), seed)
+    where = pl.concat(accepted)
+    rep = rep.join(where, on="setl_id")
+    errors = errors.join(where, on="setl_id")
+    for rel, part in rep.group_by("source_file"):
+        path = out / rel[0]
+        name, month = path.stem.split("_part")[0], int(path.parent.name[5:])
+        text = read_table(path, out)
+        filled = part.select("source_row", *[syn.fen_text(pl.col(c)).alias(f"__r_{c}") for c in syn.REPORTED_COLUMNS])
+        text = text.join(filled, on="source_row", how="left", maintain_order="left").with_columns(
+            [pl.coalesce(f"__r_{c}", c).alias(c) for c in syn.REPORTED_COLUMNS])
+        text = text.drop(*RESERVED, *[f"__r_{c}" for c in syn.REPORTED_COLUMNS])
+        _write_whole(path, file_format(fmt, name, month)[1], text, syn.SETTLEMENT_KINDS)
+    listed = errors.sort("source_file", "source_row", "fund").with_columns(
+        [syn.fen_text(pl.col(c)).alias(c) for c in ("reported", "adjudicated")])
+    by_kind = {k: n for k, n in errors.group_by("kind").agg(pl.col("setl_id").n_unique()).sort("kind").iter_rows()}
+    (out / "REPORTED.json").write_text(json.dumps({"lines_by_kind": by_kind, "rows": listed.to_dicts()},
+                                                  ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    return by_kind

@@ -56,7 +56,7 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         hifp_pay MONEY, pool_prop_selfpay MONEY, hifp_cap_cut MONEY, hifmi_pay MONEY, maf_pay MONEY,
         maf_tilt_pay MONEY, hosp_part_amt MONEY, fund_pay_sumamt MONEY, psn_part_amt MONEY, acct_pay MONEY,
         acct_mulaid_pay MONEY, psn_cash_pay MONEY, deposit_waived BOOLEAN, reason_codes VARCHAR, explanation VARCHAR,
-        chronic_over_limit_amt MONEY, burden_excluded_amt MONEY, identity_group VARCHAR"""),
+        chronic_over_limit_amt MONEY, burden_excluded_amt MONEY, identity_group VARCHAR, oos_limit_bp INTEGER"""),
     "accumulators": _cols("run_id VARCHAR, psn_no VARCHAR, year INTEGER, month VARCHAR, name VARCHAR, value MONEY"),
     "assistance_applications": _cols("""run_id VARCHAR, month VARCHAR, app_id VARCHAR, psn_no VARCHAR,
         confirm_date DATE, window_start DATE, window_end DATE, base_amt MONEY, paid_amt MONEY, lines BIGINT,

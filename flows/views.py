@@ -98,11 +98,16 @@ def create_views(con: duckdb.DuckDBPyConnection, temporary: bool = False, polici
                     "SELECT since, relation, hosp_lv, limit_bp FROM __oos_limits ORDER BY ALL")
     finally:
         con.unregister("__oos_limits")
-    for sql in view_statements(temp):
+    stored = con.execute("SELECT count(*) FROM duckdb_columns() WHERE table_name = 'adjudicated' "
+                         "AND column_name = 'oos_limit_bp'").fetchall()[0][0] > 0
+    for sql in view_statements(temp, stored_limit=stored):
         con.execute(sql)
 
 
-def view_statements(temp: str = "") -> list[str]:
+def view_statements(temp: str = "", stored_limit: bool = True) -> list[str]:
+    """stored_limit: the adjudicated table carries the §3.10 limit each stay was judged by (oos_limit_bp); the
+    policy table's limit is used only for rows written before that column existed."""
+    limit = "coalesce(s.oos_limit_bp, pl_.limit_bp)" if stored_limit else "pl_.limit_bp"
     oos_codes = ", ".join(f"'{c}'" for c in OOS_CODES)
     stays = f"""
 CREATE OR REPLACE {temp}VIEW v_out_of_scope_stays AS
@@ -133,8 +138,10 @@ SELECT s.month, s.setl_id, s.mdtrt_id, s.psn_no, p.psn_name_masked, p.certno_mas
   s.hosp_part_amt, s.fund_pay_sumamt, s.psn_part_amt,
   rev.reversal_setl_id IS NOT NULL AS reversed, rev.reversal_setl_id
 FROM s
-ASOF LEFT JOIN policy_out_of_scope_limits l
-  ON l.relation = s.relation AND l.hosp_lv = s.hosp_lv AND s.setl_date >= l.since
+ASOF LEFT JOIN policy_out_of_scope_limits pl_
+  ON pl_.relation = s.relation AND pl_.hosp_lv = s.hosp_lv AND s.setl_date >= pl_.since
+CROSS JOIN LATERAL (SELECT CASE WHEN list_contains(s.codes, 'OUT_OF_SCOPE_NOT_CONTROLLED') THEN NULL
+                                ELSE {limit} END AS limit_bp) l
 LEFT JOIN persons p ON p.psn_no = s.psn_no
 LEFT JOIN rev ON rev.orig_setl_id = s.setl_id
 """

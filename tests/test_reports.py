@@ -149,6 +149,32 @@ def test_excess_moves_from_the_person_to_the_institution_in_the_database(con):
     assert (rev["hosp_part_amt"], rev["psn_cash_pay"]) == (-yuan(400), -yuan(2960))
 
 
+def test_out_of_scope_view_keeps_the_limit_each_stay_was_judged_by(db, tmp_path):
+    """Policy files edited after the run (in-county level 2 from 8% to 20% for 2025) do not re-judge stored
+    stays: L1 (12% out of scope) stays a violation at 8% with excess 400 (POLICY §3.10)."""
+    import shutil
+
+    from flows.policies import POLICY_ROOT
+    from flows.views import create_views
+
+    root = tmp_path / "policies"
+    shutil.copytree(POLICY_ROOT, root)
+    f = root / "suizhou" / "resident" / "out_of_scope.yaml"
+    f.write_text(f.read_text().replace('in_county: {1: "3%", 2: "8%", 3: "8%"}',
+                                       'in_county: {1: "3%", 2: "20%", 3: "8%"}'))
+    edited = load_policies(root)
+    c = duckdb.connect(str(db), read_only=True)
+    try:
+        create_views(c, temporary=True, policies=edited)
+        assert c.execute("SELECT limit_bp FROM policy_out_of_scope_limits WHERE relation = 'in_county' "
+                         "AND hosp_lv = '2'").fetchall() == [(2000,)]
+        r = c.execute("SELECT limit_rate, violation, excess_amt FROM v_out_of_scope_stays "
+                      "WHERE setl_id = 'L1'").fetchall()
+        assert r == [(Decimal("0.0800"), True, Decimal("400.00"))]
+    finally:
+        c.close()
+
+
 def test_out_of_scope_by_institution_hand_computed(con):
     got = {(r["fixmedins_code"], r["month"]): r for r in rows(con, "SELECT * FROM v_out_of_scope_by_institution")}
     # SZ2 2025-03 held only L1, reversed in April: no live stay there

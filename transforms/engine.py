@@ -74,6 +74,7 @@ ADJUDICATED_COLUMNS = [
     "chronic_over_limit_amt", "burden_excluded_amt",  # ours (§3.4, A-21): null outside chronic/special_drug
     "acct_allowed", "emp_status", "benefit_block",  # ours (§4.3): employees' status and benefit period
     "identity_group",  # ours (§2): s1 / s2 / s3 / ordinary for Suizhou residents, else the scheme
+    "oos_limit_bp",  # ours (§3.10): the out-of-scope limit the stay was judged by (basis points), null if none
 ]
 
 
