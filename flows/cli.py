@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--year", type=int, help="every month folder of the year, in order")
     r.add_argument("--input", type=Path, default=None, help="input folder (default $YIBAO_INPUT or data/sample)")
     r.add_argument("--db", type=Path, default=None, help="DuckDB file (default $YIBAO_DB or yibao.duckdb)")
+    r.add_argument("--force", action="store_true",
+                   help="recompute the month even when its inputs, registers, code and policies are unchanged")
 
     s = sub.add_parser("sample", help="write a synthetic bureau: registers and monthly settlement files")
     s.add_argument("--out", type=Path, required=True)
@@ -62,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     prefect_offline_defaults()
+    if args.cmd in ("run", "demo"):
+        # Prefect's console would print a failed run's traceback before our one line; its logs still reach the
+        # Prefect API (the UI) and the runs table keeps the error.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     try:
         if args.cmd == "sample":
             from flows.sample import write_sample
@@ -140,10 +147,20 @@ def _run(args) -> int:
     input_dir = str(args.input or default_input())
     db = str(args.db or default_db())
     if args.month:
-        ids = month_flow(args.month, input_dir, db)
+        ids = month_flow(args.month, input_dir, db, force=args.force)
     else:
         ids = year_flow(args.year, input_dir, db)
-    print(f"{len(ids)} run(s) succeeded: {', '.join(ids)}; results in {Path(db).resolve()}")
+    from flows import store
+    con = store.connect(db, read_only=True)
+    try:
+        for run_id, month, status, matches in con.execute(
+                "SELECT run_id, month, status, matches_run_id FROM runs WHERE list_contains(?::VARCHAR[], run_id)"
+                " ORDER BY started_at", [ids]).fetchall():
+            print(f"{month}: unchanged since run {matches} (same input files, registers, code and policies); "
+                  f"nothing rewritten" if status == "unchanged" else f"{month}: run {run_id} {status}")
+    finally:
+        con.close()
+    print(f"results in {Path(db).resolve()}")
     return 0
 
 

@@ -50,8 +50,9 @@ FLOAT32_EXACT_LIMIT = 167_772.16  # 2**24 fen: below it a float32's shortest tex
 class InputFileError(Exception):
     """A file (or folder) of the input cannot be used; str(e) is one line naming it and the problem."""
 
-    def __init__(self, file: str, problem: str):
+    def __init__(self, file: str, problem: str, transient: bool = False):
         self.file, self.problem = file, problem
+        self.transient = transient  # the file system failed reading it (worth a retry), not its content
         super().__init__(f"{file}: {' '.join(str(problem).split())}")
 
 
@@ -147,7 +148,8 @@ def _read_csv(path: Path, rel: str) -> pl.DataFrame:
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise InputFileError(rel, f"cannot read: {e.strerror or e}") from None
+        raise InputFileError(rel, f"cannot read: {e.strerror or e}",
+                             transient=not isinstance(e, FileNotFoundError | PermissionError)) from None
     utf8, head = _decode(data, rel)
     del data
     if not head.strip():

@@ -19,11 +19,12 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
+import duckdb
 import polars as pl
 from prefect import flow, get_run_logger, task
 
 from flows import store
-from flows.ingest import load_registers, month_files, read_table
+from flows.ingest import InputFileError, load_registers, month_files, read_table
 from flows.policies import POLICY_ROOT, load_policies
 from flows.reports import person_snapshot, write_person_snapshot
 from schemas.outputs import Accumulators, Adjudicated, MaternityBenefits
@@ -44,15 +45,45 @@ class RunError(RuntimeError):
 
 
 def code_version() -> str:
+    """git describe (or the package version) plus a digest of the code itself: a rerun is 'unchanged' only
+    when the code that computes it is the same, whatever the describe string says (a dirty tree, a local edit)."""
+    src = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for p in sorted(f for d in ("flows", "transforms", "schemas") for f in (src / d).rglob("*.py")):
+        h.update(p.relative_to(src).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    digest = h.hexdigest()[:12]
     try:
         out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], capture_output=True, text=True,
                              cwd=Path(__file__).resolve().parent, timeout=5)
         if out.returncode == 0 and out.stdout.strip():
-            return "git:" + out.stdout.strip()
+            return f"git:{out.stdout.strip()} src:{digest}"
     except (OSError, subprocess.SubprocessError):
         pass
     from importlib.metadata import version
-    return "yibao " + version("yibao")
+    return f"yibao {version('yibao')} src:{digest}"
+
+
+def transient_io(exc: BaseException) -> bool:
+    """Worth retrying: the file system or the database file hiccuped (network mount, disk busy). Never an input
+    that is wrong (InputFileError unless marked transient), a validation or policy failure, or a missing file."""
+    if isinstance(exc, InputFileError):
+        return exc.transient
+    if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError | NotADirectoryError):
+        return False
+    return isinstance(exc, OSError | duckdb.IOException)
+
+
+def _retry_on_transient_io(task, task_run, state) -> bool:
+    """Prefect retry_condition_fn: retries for I/O only (issue 6); validation failures end the task at once."""
+    try:
+        exc = state.result(raise_on_failure=False)
+    except BaseException as e:  # the result itself could not be read back
+        exc = e
+    return isinstance(exc, BaseException) and transient_io(exc)
+
+
+# I/O tasks: two retries a few seconds apart, only for transient I/O errors (transient_io).
+IO_RETRIES = {"retries": 2, "retry_delay_seconds": [5, 30], "retry_condition_fn": _retry_on_transient_io}
 
 
 def sha256_of(path: Path) -> str:
@@ -63,12 +94,22 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def input_files(root: Path, month: str) -> list[dict]:
+    """Name, size and sha256 of every file a month's run reads: its settlement, application and maternity-event
+    files and the registers (reference/)."""
+    files = month_files(root, month)
+    reference = sorted((root / "reference").glob("*"))
+    return [{"name": p.relative_to(root).as_posix(), "size": p.stat().st_size, "sha256": sha256_of(p)}
+            for p in [*files["settlements"], *files.get("applications", []), *files.get("maternity", []), *reference]
+            if p.is_file()]
+
+
 def previous_month(month: str) -> str | None:
     y, m = int(month[:4]), int(month[5:])
     return None if m == 1 else f"{y}-{m - 1:02d}"
 
 
-@task(name="ingest-and-validate")
+@task(name="ingest-and-validate", **IO_RETRIES)
 def ingest_and_validate(input_dir: str, month: str, db: str, stage: str) -> str:
     stage_p, root = Path(stage), Path(input_dir)
     files = month_files(root, month)
@@ -103,11 +144,9 @@ def ingest_and_validate(input_dir: str, month: str, db: str, stage: str) -> str:
     events.write_parquet(stage_p / "maternity_events.parquet")
     accepted.write_parquet(stage_p / "accepted.parquet")
     rejects.write_parquet(stage_p / "rejects.parquet")
-    reference = sorted((root / "reference").glob("*"))
+    fingerprint = stage_p / "input_files.json"  # hashed by the run before it started (unchanged-rerun check)
     record = {
-        "input_files": [{"name": str(p.relative_to(root)), "size": p.stat().st_size, "sha256": sha256_of(p)}
-                        for p in [*files["settlements"], *files.get("applications", []), *files.get("maternity", []),
-                                  *reference] if p.is_file()],
+        "input_files": json.loads(fingerprint.read_text()) if fingerprint.exists() else input_files(root, month),
         "rows_in": raw.height + app_raw.height + mat_raw.height,
         "rows_accepted": accepted.height + apps.height + events.height,
         "rows_rejected": rejects.height,
@@ -124,7 +163,7 @@ def _staged_registers(stage_p: Path) -> dict[str, pl.DataFrame]:
     return {p.stem[4:]: pl.read_parquet(p) for p in stage_p.glob("reg_*.parquet")}
 
 
-@task(name="adjudicate")
+@task(name="adjudicate", **IO_RETRIES)
 def adjudicate_month(stage: str, db: str, month: str, overrides: str | None = None) -> str:
     """overrides: a what-if scenario's overrides file (flows/whatif.py), applied to the loaded policies."""
     stage_p = Path(stage)
@@ -192,7 +231,7 @@ def _maternity(stage_p: Path, regs: dict, policies) -> None:
     out.write_parquet(stage_p / "maternity_benefits.parquet")
 
 
-@task(name="persist")
+@task(name="persist", **IO_RETRIES)
 def persist(stage: str, db: str, month: str, run_id: str) -> str:
     stage_p = Path(stage)
     frames = {
@@ -222,67 +261,132 @@ def persist(stage: str, db: str, month: str, run_id: str) -> str:
     return run_id
 
 
-def _run_one_month(month: str, input_dir: str, db: str, triggered_by: str) -> str:
+def _run_one_month(month: str, input_dir: str, db: str, triggered_by: str, force: bool = False) -> tuple[str, bool]:
+    """One month through a private copy of the database (store.shadow). Returns (run_id, changed): changed is
+    False when the month's last succeeded run had the same input files, registers, code, policies and upstream
+    month, in which case nothing is rewritten and the run is recorded as 'unchanged' (issue 6)."""
     logger = get_run_logger()
     if not MONTH_RE.match(month):
         raise RunError(f"not a month: {month!r} (expected YYYY-MM)")
-    con = store.connect(db)
-    try:
-        prev = previous_month(month)
-        if prev is not None and prev not in store.loaded_months(con):
-            raise RunError(f"{month} starts from the accumulators at the end of {prev}, which is not loaded: "
-                           f"run `yibao run --month {prev}` first")
-        run_id = f"{month}-{dt.datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-        store.begin_run(con, {"run_id": run_id, "month": month, "input_dir": str(Path(input_dir).resolve()),
-                              "code_version": code_version(), "policy_version": load_policies(POLICY_ROOT).digest,
-                              "triggered_by": triggered_by})
-    finally:
-        con.close()
-    stage = Path(db).resolve().parent / ".yibao_runs" / run_id
-    stage.mkdir(parents=True, exist_ok=True)
-    try:
-        ingest_and_validate(input_dir, month, db, str(stage))
-        adjudicate_month(str(stage), db, month)
-        persist(str(stage), db, month, run_id)
-    except BaseException as e:
-        con = store.connect(db)
+    loaded, prev_run, last = [], None, None
+    if Path(db).exists():
+        con = store.connect(db, read_only=True)
         try:
-            store.fail_run(con, run_id, f"{type(e).__name__}: {e}")
+            loaded, prev_run, last = store.loaded_months(con), store.upstream_run(con, month), store.last_succeeded(con, month)
         finally:
             con.close()
+    prev = previous_month(month)
+    if prev is not None and prev not in loaded:
+        raise RunError(f"{month} starts from the accumulators at the end of {prev}, which is not loaded: "
+                       f"run `yibao run --month {prev}` first")
+    run_id = f"{month}-{dt.datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    run = {"run_id": run_id, "month": month, "input_dir": str(Path(input_dir).resolve()),
+           "code_version": code_version(), "policy_version": load_policies(POLICY_ROOT).digest,
+           "triggered_by": triggered_by, "prev_run_id": prev_run, "started_at": dt.datetime.now()}
+    stage = Path(db).resolve().parent / ".yibao_runs" / run_id
+    stage.mkdir(parents=True, exist_ok=True)
+    # journal: a run killed before it could record itself is recorded 'failed' by the next writer
+    (stage / "run.json").write_text(json.dumps({**run, "db": str(Path(db).resolve())}, default=str))
+    files = None
+    try:
+        files = input_files(Path(input_dir), month)
+        (stage / "input_files.json").write_text(json.dumps(files, ensure_ascii=False))
+        if not force and _same_run(last, run, files):
+            store.record_runs(db, [{**run, "finished_at": dt.datetime.now(), "status": "unchanged",
+                                    "input_files": json.dumps(files, ensure_ascii=False),
+                                    "matches_run_id": last["run_id"],
+                                    **{k: last[k] for k in ("rows_in", "rows_accepted", "rows_rejected",
+                                                            "assumptions", "lines_adjudicated")}}])
+            shutil.rmtree(stage, ignore_errors=True)
+            logger.info("%s: unchanged since run %s (same input files, registers, code, policies and upstream "
+                        "month); nothing rewritten", month, last["run_id"])
+            return run_id, False
+        with store.shadow(db) as work:
+            con = store.connect(work)
+            try:
+                store.begin_run(con, run)
+            finally:
+                con.close()
+            ingest_and_validate(input_dir, month, str(work), str(stage))
+            adjudicate_month(str(stage), str(work), month)
+            if os.environ.get("YIBAO_FAULT") == "between_tasks":  # fault injection for the crash-safety test
+                os._exit(71)
+            persist(str(stage), str(work), month, run_id)
+    except BaseException as e:
+        store.record_runs(db, [{**run, "finished_at": dt.datetime.now(), "status": "failed",
+                                "input_files": None if files is None else json.dumps(files, ensure_ascii=False),
+                                "error": f"{type(e).__name__}: {e}"[:2000]}])
         raise
     shutil.rmtree(stage, ignore_errors=True)
     from flows.artifacts import publish
     publish(db, month, run_id)  # Prefect table and markdown artifacts of the month (issue 5)
     logger.info("%s: run %s succeeded", month, run_id)
-    return run_id
+    return run_id, True
+
+
+def _same_run(last: dict | None, run: dict, files: list[dict]) -> bool:
+    """The month's last succeeded run read the same bytes (sha256 of every input and register file), with the
+    same code and policies, on top of the same upstream run: rerunning it would write the same rows."""
+    if last is None:
+        return False
+    def digests(items):
+        return sorted((f["name"], f["sha256"]) for f in items)
+    return (digests(json.loads(last["input_files"] or "[]")) == digests(files)
+            and last["code_version"] == run["code_version"] and last["policy_version"] == run["policy_version"]
+            and last.get("prev_run_id") == run["prev_run_id"])
 
 
 def _later_loaded(db: str, month: str) -> list[tuple[str, str]]:
-    con = store.connect(db)
+    if not Path(db).exists():
+        return []
+    con = store.connect(db, read_only=True)
     try:
         # every later month: accumulators restart each year, but personal-account balances carry into the next
         later = [m for m in store.loaded_months(con) if m > month]
-        out = []
-        for m in later:
-            row = con.execute("SELECT input_dir FROM runs WHERE month=? AND status='succeeded' "
-                              "ORDER BY started_at DESC LIMIT 1", [m]).fetchone()
-            out.append((m, row[0]))
-        return out
+        return [(m, store.last_succeeded(con, m)["input_dir"]) for m in later]
     finally:
         con.close()
+
+
+INTERRUPTED = "interrupted: the process ended before the run finished; nothing of it was written"
 
 
 def _close_interrupted_runs(db: str) -> None:
-    """Runs still 'running' while we hold the writer lock were killed: their writes never committed."""
-    if not Path(db).exists():
-        return
-    con = store.connect(db)
-    try:
-        con.execute("UPDATE runs SET status='failed', finished_at=now(), error='interrupted: the process ended "
-                    "before the run finished; nothing of it was written' WHERE status='running'")
-    finally:
-        con.close()
+    """Runs that were running when their process died (we hold the writer lock, so none is running now): their
+    writes never reached the database. Recorded 'failed' from the database's 'running' rows (an older in-place
+    writer) and from the journals in the stage folders (run.json) of runs the database never heard of."""
+    journals = _journals(db)
+    running, known = [], set()
+    if Path(db).exists():
+        con = store.connect(db, read_only=True)
+        try:
+            cur = con.execute("SELECT * FROM runs WHERE status = 'running'")
+            running = [dict(zip([d[0] for d in cur.description], r, strict=True)) for r in cur.fetchall()]
+            ids = [j["run_id"] for j in journals]
+            if ids:
+                known = {r[0] for r in con.execute("SELECT run_id FROM runs WHERE list_contains(?::VARCHAR[], run_id)",
+                                                   [ids]).fetchall()}
+        finally:
+            con.close()
+    rows = running + [{**j, "started_at": dt.datetime.fromisoformat(j["started_at"])}
+                      for j in journals if j["run_id"] not in known]
+    if rows:
+        store.record_runs(db, [{**r, "status": "failed", "finished_at": dt.datetime.now(), "error": INTERRUPTED}
+                               for r in rows])
+
+
+def _journals(db: str) -> list[dict]:
+    """run.json of the runs of this database still in the stage folder (shared by the databases of a directory);
+    one cut short by the kill itself names no run that could have written anything, and is skipped."""
+    mine, out = str(Path(db).resolve()), []
+    for p in (Path(db).resolve().parent / ".yibao_runs").glob("*/run.json"):
+        try:
+            j = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if j.pop("db", None) == mine:
+            out.append(j)
+    return out
 
 
 @contextmanager
@@ -309,14 +413,19 @@ def writer_lock(db: str):
 
 
 @flow(name="yibao-month", log_prints=False)
-def month_flow(month: str, input_dir: str, db: str) -> list[str]:
+def month_flow(month: str, input_dir: str, db: str, force: bool = False) -> list[str]:
     """Run one month; then re-run the later months already loaded (DATA.md §5: those of that year; later years
-    too, because personal-account balances carry across years, POLICY §4.5)."""
+    too, because personal-account balances carry across years, POLICY §4.5) — unless the month was unchanged,
+    in which case nothing upstream of them changed either. force: recompute even an unchanged month."""
     with writer_lock(db):
         later = _later_loaded(db, month)
-        run_ids = [_run_one_month(month, input_dir, db, "user")]
+        run_id, changed = _run_one_month(month, input_dir, db, "user", force)
+        run_ids = [run_id]
         for m, their_input in later:
-            run_ids.append(_run_one_month(m, their_input, db, f"rerun after {month}"))
+            if not changed:
+                break
+            run_id, changed = _run_one_month(m, their_input, db, f"rerun after {month}")
+            run_ids.append(run_id)
         return run_ids
 
 
@@ -327,4 +436,4 @@ def year_flow(year: int, input_dir: str, db: str) -> list[str]:
     if not months:
         raise RunError(f"no month folders {year}-MM under {input_dir}")
     with writer_lock(db):
-        return [_run_one_month(m, input_dir, db, f"year {year}") for m in months]
+        return [_run_one_month(m, input_dir, db, f"year {year}")[0] for m in months]

@@ -6,8 +6,12 @@ Inside the engine money is Int64 fen; here it becomes DECIMAL(18,2) yuan on the 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -33,7 +37,7 @@ TABLES: dict[str, list[tuple[str, str]]] = {
     "runs": _cols("""run_id VARCHAR, month VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP, status VARCHAR,
         input_dir VARCHAR, input_files VARCHAR, rows_in BIGINT, rows_accepted BIGINT, rows_rejected BIGINT,
         code_version VARCHAR, policy_version VARCHAR, assumptions VARCHAR, error VARCHAR, lines_adjudicated BIGINT,
-        triggered_by VARCHAR"""),
+        triggered_by VARCHAR, prev_run_id VARCHAR, matches_run_id VARCHAR"""),
     "settlements": _cols("""run_id VARCHAR, month VARCHAR, source_file VARCHAR, source_row BIGINT,
         setl_id VARCHAR, mdtrt_id VARCHAR, psn_no VARCHAR, insutype VARCHAR, med_type VARCHAR, fixmedins_code VARCHAR,
         begndate DATE, enddate DATE, setl_time TIMESTAMP, dise_codg VARCHAR, dise_cert_code VARCHAR,
@@ -141,15 +145,89 @@ def fetch_fen(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = No
 
 def begin_run(con: duckdb.DuckDBPyConnection, run: dict) -> None:
     con.execute(
-        "INSERT INTO runs (run_id, month, started_at, status, input_dir, code_version, policy_version, triggered_by)"
-        " VALUES (?, ?, now(), 'running', ?, ?, ?, ?)",
-        [run["run_id"], run["month"], run["input_dir"], run["code_version"], run["policy_version"],
-         run.get("triggered_by", "user")],
+        "INSERT INTO runs (run_id, month, started_at, status, input_dir, code_version, policy_version, triggered_by,"
+        " prev_run_id) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+        [run["run_id"], run["month"], run.get("started_at") or dt.datetime.now(), run["input_dir"],
+         run["code_version"], run["policy_version"],
+         run.get("triggered_by", "user"), run.get("prev_run_id")],
     )
 
 
-def fail_run(con: duckdb.DuckDBPyConnection, run_id: str, error: str) -> None:
-    con.execute("UPDATE runs SET status='failed', finished_at=now(), error=? WHERE run_id=?", [error[:2000], run_id])
+@contextmanager
+def shadow(db: Path | str) -> Iterator[Path]:
+    """A private copy of the database for the one writer (flows/monthly.py writer_lock), published whole.
+
+    DuckDB lets one read-write process or many read-only ones open a file, never both: writing in place would
+    fail while an auditor has `duckdb -readonly` open, and block auditors during a run. So the writer copies
+    `db` to `<db>.next`, works there, and on success closes it (checkpointed, no WAL) and renames it over `db`
+    (atomic on one filesystem). Readers that opened `db` before keep reading the snapshot they opened; new
+    readers see the new file. On any failure the copy is dropped and `db` is untouched.
+    """
+    db = Path(db)
+    work = db.with_name(db.name + ".next")
+    _drop(work)
+    if db.exists():
+        shutil.copyfile(db, work)
+        if Path(f"{db}.wal").exists():  # left by an older in-place writer: DuckDB replays it when opening the copy
+            shutil.copyfile(f"{db}.wal", f"{work}.wal")
+    try:
+        yield work
+    except BaseException:
+        _drop(work)
+        raise
+    if Path(f"{work}.wal").exists():
+        _drop(work)
+        raise RuntimeError(f"{work}: a connection was left open; the database was not replaced")
+    _fsync(work)
+    os.replace(work, db)
+    _fsync(db.parent)
+
+
+def _drop(work: Path) -> None:
+    for p in (work, Path(f"{work}.wal")):
+        p.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def record_runs(db: Path | str, rows: list[dict]) -> None:
+    """Add (or replace, by run_id) run records in a short shadow cycle: failed, interrupted and unchanged runs."""
+    with shadow(db) as work:
+        con = connect(work)
+        try:
+            con.execute("BEGIN TRANSACTION")
+            for row in rows:
+                con.execute("DELETE FROM runs WHERE run_id = ?", [row["run_id"]])
+                cols = list(row)
+                con.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                            [row[c] for c in cols])
+            con.execute("COMMIT")
+        finally:
+            con.close()
+
+
+def upstream_run(con: duckdb.DuckDBPyConnection, month: str) -> str | None:
+    """The run a month is computed on: the latest succeeded run of the latest loaded month before it, whatever
+    the year (accumulators restart in January, personal-account balances never do, POLICY §4.5)."""
+    before = [m for m in loaded_months(con) if m < month]
+    if not before:
+        return None
+    row = con.execute("SELECT run_id FROM runs WHERE month = ? AND status = 'succeeded' ORDER BY started_at DESC"
+                      " LIMIT 1", [before[-1]]).fetchone()
+    return row[0]
+
+
+def last_succeeded(con: duckdb.DuckDBPyConnection, month: str) -> dict | None:
+    cur = con.execute("SELECT * FROM runs WHERE month = ? AND status = 'succeeded' ORDER BY started_at DESC LIMIT 1",
+                      [month])
+    row = cur.fetchone()
+    return None if row is None else dict(zip([d[0] for d in cur.description], row, strict=True))
 
 
 def write_month(con: duckdb.DuckDBPyConnection, run_id: str, month: str, frames: dict[str, pl.DataFrame],

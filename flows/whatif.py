@@ -189,24 +189,23 @@ def seed_state(db: str, scratch: str, year: int) -> str:
     """The scenario's scratch database with the baseline's state before the year: account balances at the end
     of the latest month before it, and the rows of earlier years that the year's reversals and assistance
     applications read (originals, their account movements, on-application windows and earlier applications)."""
-    store.connect(scratch).close()  # the schema
     first, this_year = f"{year:04d}-01", f"{year:04d}-%"
-    con = store.connect(db)
+    con = store.connect(scratch)  # the schema; the baseline attached read-only (auditors may be reading it)
     try:
-        _attach(con, scratch, "sc")
+        _attach(con, db, "base", read_only=True)
         try:
-            origs = ("SELECT orig_setl_id FROM settlements WHERE month LIKE ? AND orig_setl_id IS NOT NULL")
-            con.execute("INSERT INTO sc.account_month_end BY NAME SELECT * FROM account_month_end WHERE month < ? "
+            origs = ("SELECT orig_setl_id FROM base.settlements WHERE month LIKE ? AND orig_setl_id IS NOT NULL")
+            con.execute("INSERT INTO account_month_end BY NAME SELECT * FROM base.account_month_end WHERE month < ? "
                         "QUALIFY row_number() OVER (PARTITION BY psn_no ORDER BY month DESC) = 1", [first])
-            con.execute(f"INSERT INTO sc.adjudicated BY NAME SELECT * FROM adjudicated WHERE month < ? AND "
-                        f"(setl_id IN ({origs}) OR psn_no IN (SELECT psn_no FROM assistance_applications "
+            con.execute(f"INSERT INTO adjudicated BY NAME SELECT * FROM base.adjudicated WHERE month < ? AND "
+                        f"(setl_id IN ({origs}) OR psn_no IN (SELECT psn_no FROM base.assistance_applications "
                         f"WHERE month LIKE ?))", [first, this_year, this_year])
-            con.execute(f"INSERT INTO sc.account_ledger BY NAME SELECT * FROM account_ledger WHERE month < ? AND "
+            con.execute(f"INSERT INTO account_ledger BY NAME SELECT * FROM base.account_ledger WHERE month < ? AND "
                         f"setl_id IN ({origs})", [first, this_year])
-            con.execute("INSERT INTO sc.assistance_applications BY NAME SELECT * FROM assistance_applications "
+            con.execute("INSERT INTO assistance_applications BY NAME SELECT * FROM base.assistance_applications "
                         "WHERE month < ?", [first])
         finally:
-            con.execute("DETACH sc")
+            con.execute("DETACH base")
     finally:
         con.close()
     return scratch
@@ -217,6 +216,12 @@ def publish_scenario(db: str, scratch: str, record_file: str) -> dict:
     """Replace the scenario in the database's what-if tables — one transaction."""
     rec = json.loads(Path(record_file).read_text(encoding="utf-8"))
     name, this_year = rec["scenario"], f"{rec['year']:04d}-%"
+    with store.shadow(db) as work:  # the writer's private copy, renamed over db on success (flows/store.py)
+        lines, persons = _publish(str(work), scratch, rec, name, this_year)
+    return {**rec, "lines": lines, "persons": persons}
+
+
+def _publish(db: str, scratch: str, rec: dict, name: str, this_year: str) -> tuple[int, int]:
     con = store.connect(db)
     try:
         _attach(con, scratch, "sc", read_only=True)
@@ -245,7 +250,7 @@ def publish_scenario(db: str, scratch: str, record_file: str) -> dict:
             con.execute("DETACH sc")
     finally:
         con.close()
-    return {**rec, "lines": lines, "persons": persons}
+    return lines, persons
 
 
 def _delete_scenario(con, name: str) -> int:
@@ -270,7 +275,7 @@ def whatif_flow(name: str, year: int, overrides: list[dict], db: str, input_dir:
     base_policies = load_policies()
     scenario_pol = apply_overrides(base_policies, overrides, year, note=f"what-if {name}")  # checks them again
     with writer_lock(db):
-        con = store.connect(db)
+        con = store.connect(db, read_only=True)
         try:
             baseline = baseline_of(con, year)
         finally:
@@ -329,8 +334,8 @@ def list_scenarios(con) -> pl.DataFrame:
 
 
 def drop_scenario(db: str, name: str) -> None:
-    with writer_lock(db):
-        con = store.connect(db)
+    with writer_lock(db), store.shadow(db) as work:
+        con = store.connect(work)
         try:
             con.execute("BEGIN TRANSACTION")
             try:

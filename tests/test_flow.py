@@ -98,7 +98,7 @@ def test_rerun_replaces_the_month_and_reruns_later_months(loaded, bureau):
     from flows.monthly import month_flow
     before = adjudicated_fen(loaded)
     counts = q(loaded, "SELECT count(*) FROM settlements")[0][0], q(loaded, "SELECT count(*) FROM rejects")[0][0]
-    ids = month_flow("2025-02", str(bureau), str(loaded))
+    ids = month_flow("2025-02", str(bureau), str(loaded), force=True)
     assert [i[:7] for i in ids] == ["2025-02", "2025-03", "2025-04"]  # later months of the year re-run
     after = adjudicated_fen(loaded)
     assert after.to_dicts() == before.to_dicts()  # identical numbers, no duplicates
