@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         # Prefect's console would print a failed run's traceback before our one line; its logs still reach the
         # Prefect API (the UI) and the runs table keeps the error.
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    out = getattr(args, "out", None)
+    if out is not None and args.cmd != "sample":  # an export file: its folder is made, as users expect
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
     try:
         if args.cmd == "sample":
             from flows.sample import write_sample

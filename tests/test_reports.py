@@ -501,6 +501,13 @@ def test_bad_arguments_fail_with_one_line(db, capsys, tmp_path):
     assert "database not found" in capsys.readouterr().err
 
 
+def test_exports_make_their_folder(db, tmp_path):
+    out = tmp_path / "out" / "2025" / "funds.xlsx"
+    assert main(["report", "fund-expenditure", "--year", "2025", "--format", "xlsx", "--out", str(out),
+                 "--db", str(db)]) == 0
+    assert out.stat().st_size > 0
+
+
 def test_saved_queries_run_read_only(db):
     """Every saved query runs on a read-only connection, with its variables set and unset."""
     qdir = Path(__file__).resolve().parent.parent / "queries"
