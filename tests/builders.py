@@ -121,3 +121,13 @@ def yuan(x: float | int | str) -> int:
     """Yuan → fen, exactly (for readable test numbers)."""
     from decimal import Decimal
     return int(Decimal(str(x)) * 100)
+
+
+def q(db, sql: str, params=None) -> list[tuple]:
+    """Rows of a query on a database file, opened read-only (as an auditor would)."""
+    import duckdb
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()

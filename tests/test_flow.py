@@ -5,40 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import duckdb
 import polars as pl
 import pytest
 
 from flows import store
 from flows.ingest import load_registers
 from flows.policies import load_policies
-from flows.sample import write_sample
+from tests.builders import q
+from tests.conftest import LOADED_MONTHS
 from transforms.engine import MONEY_COLUMNS, adjudicate
 
-MONTHS = ["2025-01", "2025-02", "2025-03", "2025-04"]
-
-
-@pytest.fixture(scope="module")
-def bureau(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("bureau")
-    write_sample(out, persons=250, year=2025, months=len(MONTHS), seed=7, fmt="mixed", invalid_rate=0.02)
-    return out
-
-
-@pytest.fixture(scope="module")
-def loaded(bureau, tmp_path_factory, prefect_harness) -> Path:
-    from flows.monthly import year_flow
-    db = tmp_path_factory.mktemp("db") / "y.duckdb"
-    year_flow(2025, str(bureau), str(db))
-    return db
-
-
-def q(db: Path, sql: str, params=None):
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
+MONTHS = LOADED_MONTHS
 
 
 def adjudicated_fen(db: Path) -> pl.DataFrame:

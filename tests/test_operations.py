@@ -13,12 +13,13 @@ import duckdb
 import pytest
 
 from flows import store
+from tests.builders import q
 
 MONTHS = ["2025-01", "2025-02", "2025-03"]
 
 
 @pytest.fixture(scope="module")
-def bureau(tmp_path_factory) -> Path:
+def ops_bureau(tmp_path_factory) -> Path:
     from flows.sample import write_sample
     out = tmp_path_factory.mktemp("ops-bureau")
     write_sample(out, persons=150, year=2025, months=len(MONTHS), seed=11, fmt="mixed", invalid_rate=0.01)
@@ -26,27 +27,26 @@ def bureau(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def loaded(bureau, tmp_path_factory, prefect_harness) -> Path:
+def ops_loaded(ops_bureau, tmp_path_factory, prefect_harness) -> Path:
     from flows.monthly import year_flow
     db = tmp_path_factory.mktemp("ops-db") / "y.duckdb"
-    year_flow(2025, str(bureau), str(db))
+    year_flow(2025, str(ops_bureau), str(db))
     return db
 
 
 @pytest.fixture
-def db(loaded, tmp_path) -> Path:
+def bureau(ops_bureau) -> Path:
+    return ops_bureau
+
+
+@pytest.fixture
+def db(ops_loaded, tmp_path) -> Path:
     """A private copy of the loaded database for a test that changes it."""
     copy = tmp_path / "y.duckdb"
-    shutil.copy(loaded, copy)
+    shutil.copy(ops_loaded, copy)
     return copy
 
 
-def q(db: Path, sql: str, params=None):
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
 
 
 def tables(db: Path) -> dict:

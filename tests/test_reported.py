@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from pathlib import Path
 
 import duckdb
 import polars as pl
-import pytest
 
-from flows.sample import write_sample
 from transforms.reported import KINDS, REPORTED, reported_amounts
 
 ALL = {k: 10_000 for k in KINDS}  # every line where a kind applies goes wrong
@@ -77,22 +74,10 @@ def test_right_lines_and_reversals_report_the_negation_of_their_original():
     assert no_errors.height == 0
 
 
-@pytest.fixture(scope="module")
-def reported_bureau(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("reported")
-    write_sample(out, persons=300, year=2025, months=3, seed=11, fmt="mixed", invalid_rate=0.02, reported=True)
-    return out
-
-
-def test_the_discrepancy_audit_finds_exactly_the_errors_the_institutions_made(reported_bureau, tmp_path,
-                                                                              prefect_harness):
-    from flows.monthly import year_flow
-
-    listed = json.loads((reported_bureau / "REPORTED.json").read_text())
+def test_the_discrepancy_audit_finds_exactly_the_errors_the_institutions_made(bureau, loaded):
+    listed = json.loads((bureau / "REPORTED.json").read_text())
     assert listed["rows"], "the sample has wrong reports to find"
-    db = tmp_path / "y.duckdb"
-    year_flow(2025, str(reported_bureau), str(db))
-    con = duckdb.connect(str(db), read_only=True)
+    con = duckdb.connect(str(loaded), read_only=True)
     try:
         # the platform's maf_pay is all assistance: compared with maf_pay + maf_tilt_pay (flows/views.py)
         found = con.execute("SELECT setl_id, fund, reported_amt, adjudicated_amt FROM v_discrepancies").fetchall()

@@ -15,6 +15,7 @@ import yaml
 from flows import store
 from flows.overrides import OverrideError, apply_overrides, current_values, overrides_from
 from flows.policies import load_policies
+from tests.builders import q
 
 FIXTURE = Path(__file__).parent / "fixtures" / "input"
 DED3 = "suizhou.resident.inpatient.deductible_in_city.3"
@@ -170,12 +171,6 @@ BASELINE_TABLES = ["runs", "settlements", "rejects", "adjudicated", "accumulator
                    "account_ledger", "account_month_end", "contributions", "persons"]
 
 
-def _q(db: Path, sql: str, params=None):
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
 
 
 @pytest.fixture(scope="module")
@@ -210,20 +205,20 @@ def test_hand_computed_scenario_across_the_four_resident_funds(small, ded3):
     assert not rec["registers"]["changed"]
 
     funds = ["hifp_pay", "hifmi_pay", "maf_pay", "maf_tilt_pay", "psn_cash_pay"]
-    lines = _q(db, f"SELECT setl_id, {', '.join(funds)} FROM whatif_adjudicated WHERE scenario = 'ded3' ORDER BY 1")
+    lines = q(db, f"SELECT setl_id, {', '.join(funds)} FROM whatif_adjudicated WHERE scenario = 'ded3' ORDER BY 1")
     d = Decimal
     assert lines == [("A1", d("27580.00"), d("252.00"), d("6220.80"), d("0.00"), d("5947.20")),
                      ("A2", d("27580.00"), d("7452.00"), d("2980.80"), d("747.52"), d("1239.68")),
                      ("B1", d("7600.00"), d("0.00"), d("0.00"), d("0.00"), d("2400.00"))]
-    base = _q(db, f"SELECT setl_id, {', '.join(funds)} FROM adjudicated ORDER BY 1")
+    base = q(db, f"SELECT setl_id, {', '.join(funds)} FROM adjudicated ORDER BY 1")
     assert base[:2] == [("A1", d("27370.00"), d("378.00"), d("6271.20"), d("0.00"), d("5980.80")),
                         ("A2", d("27370.00"), d("7578.00"), d("3031.20"), d("801.28"), d("1219.52"))]
 
-    delta = dict(_q(db, "SELECT fund, sum(difference) FROM v_whatif_delta WHERE scenario = 'ded3' GROUP BY fund"))
+    delta = dict(q(db, "SELECT fund, sum(difference) FROM v_whatif_delta WHERE scenario = 'ded3' GROUP BY fund"))
     assert delta == {"hifp_pay": d("420.00"), "hifmi_pay": d("-252.00"), "maf_pay": d("-100.80"),
                      "maf_tilt_pay": d("-53.76"), "hosp_part_amt": 0, "acct_pay": 0, "acct_mulaid_pay": 0,
                      "psn_cash_pay": d("-13.44"), "psn_part_amt": d("-13.44")}
-    rows = _q(db, "SELECT month, identity_group, hosp_lv, baseline_amt, scenario_amt, difference, persons, "
+    rows = q(db, "SELECT month, identity_group, hosp_lv, baseline_amt, scenario_amt, difference, persons, "
                   "persons_more, persons_less FROM v_whatif_delta WHERE scenario = 'ded3' AND fund = 'maf_tilt_pay' "
                   "ORDER BY month, hosp_lv")
     assert rows == [("2025-01", "ordinary", "2", 0, 0, 0, 1, 0, 0), ("2025-01", "s2", "3", 0, 0, 0, 1, 0, 0),
@@ -273,13 +268,13 @@ def test_report_list_rerun_and_drop(small, ded3, tmp_path, capsys):
     # rerunning a name replaces the scenario; list; drop
     from flows.whatif import whatif_flow
     whatif_flow("ded3", 2025, [{"path": DED3, "value": 600, "previous": 900}], str(db))
-    assert _q(db, "SELECT count(*) FROM whatif_scenarios")[0][0] == 1
-    assert _q(db, "SELECT count(*) FROM whatif_adjudicated")[0][0] == 3
+    assert q(db, "SELECT count(*) FROM whatif_scenarios")[0][0] == 1
+    assert q(db, "SELECT count(*) FROM whatif_adjudicated")[0][0] == 3
     assert main(["whatif", "list", "--db", str(db)]) == 0
     assert "ded3" in capsys.readouterr().out
     assert main(["whatif", "drop", "ded3", "--db", str(db)]) == 0
     assert capsys.readouterr().err.startswith("scenario ded3 dropped from ")
-    assert [_q(db, f"SELECT count(*) FROM {t}")[0][0] for t in
+    assert [q(db, f"SELECT count(*) FROM {t}")[0][0] for t in
             ("whatif_scenarios", "whatif_adjudicated", "whatif_accumulators")] == [0, 0, 0]
     assert main(["whatif", "drop", "ded3", "--db", str(db)]) == 1
     assert capsys.readouterr().err.strip() == "yibao: WhatIfError: no scenario named 'ded3' (see `yibao whatif list`)"
@@ -293,22 +288,18 @@ def test_report_list_rerun_and_drop(small, ded3, tmp_path, capsys):
 
 # ---------------------------------------------------------------- every parameter at its value: zero delta
 
-def test_scenario_at_current_values_gives_zero_delta_on_every_row(tmp_path_factory, prefect_harness):
-    """A generated bureau (residents, employees with accounts and family aid, reversals, assistance
-    applications) over three months; every settable parameter set to its current value."""
-    from flows.monthly import year_flow
-    from flows.sample import write_sample
+def test_scenario_at_current_values_gives_zero_delta_on_every_row(loaded, tmp_path):
+    """The session's generated bureau (residents, employees with accounts and family aid, reversals, assistance
+    applications) over four months; every settable parameter set to its current value."""
     from flows.whatif import whatif_flow
-    root = tmp_path_factory.mktemp("whatif-sample")
-    write_sample(root, persons=150, year=2025, months=3, seed=11, fmt="csv", invalid_rate=0.0)
-    db = tmp_path_factory.mktemp("whatif-sample-db") / "s.duckdb"
-    year_flow(2025, str(root), str(db))
+    db = tmp_path / "s.duckdb"
+    shutil.copy(loaded, db)
     pol = load_policies()
     same = [{"path": p, "value": v, "previous": v} for p, v in current_values(pol, 2025)]
     rec = whatif_flow("same", 2025, same, str(db))
-    n_lines = _q(db, "SELECT count(*) FROM adjudicated")[0][0]
+    n_lines = q(db, "SELECT count(*) FROM adjudicated")[0][0]
     assert rec["lines"] == n_lines > 200
-    rows = _q(db, "SELECT count(*), count(*) FILTER (WHERE difference <> 0 OR persons_more + persons_less > 0), "
+    rows = q(db, "SELECT count(*), count(*) FILTER (WHERE difference <> 0 OR persons_more + persons_less > 0), "
                   "count(DISTINCT fund), sum(lines) FROM v_whatif_delta WHERE scenario = 'same'")[0]
     assert rows[0] > 100 and rows[1] == 0 and rows[2] == 9 and rows[3] == 9 * n_lines
     # the scenario's lines are the baseline's, column by column (money, reasons, explanations)
