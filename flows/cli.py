@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--year", type=int, help="every month folder of the year, in order")
     r.add_argument("--input", type=Path, default=None, help="input folder (default $YIBAO_INPUT or data/sample)")
     r.add_argument("--db", type=Path, default=None, help="DuckDB file (default $YIBAO_DB or yibao.duckdb)")
+    r.add_argument("--shards", type=int, default=None,
+                   help="adjudicate in N shards of whole family groups (docs/scale.md); same result")
+    r.add_argument("--dask", metavar="ADDRESS", default=None,
+                   help="fan the shards out to a Dask scheduler (tcp://host:8786) or `local` (a LocalCluster)")
 
     s = sub.add_parser("sample", help="write a synthetic bureau: registers and monthly settlement files")
     s.add_argument("--out", type=Path, required=True)
@@ -134,13 +139,16 @@ def _contributions(args) -> int:
 
 
 def _run(args) -> int:
-    from flows.monthly import month_flow, year_flow
+    from flows.monthly import dask_runner, month_flow, year_flow
     input_dir = str(args.input or default_input())
     db = str(args.db or default_db())
-    if args.month:
-        ids = month_flow(args.month, input_dir, db)
-    else:
-        ids = year_flow(args.year, input_dir, db)
+    shards = args.shards if args.shards is not None else (os.cpu_count() or 2 if args.dask else 1)
+    if shards < 1:
+        raise ValueError("--shards must be at least 1")
+    flow_fn = month_flow if args.month else year_flow
+    if args.dask:
+        flow_fn = flow_fn.with_options(task_runner=dask_runner(args.dask))
+    ids = flow_fn(args.month or args.year, input_dir, db, shards=shards, fan_out=bool(args.dask))
     print(f"{len(ids)} run(s) succeeded: {', '.join(ids)}; results in {Path(db).resolve()}")
     return 0
 

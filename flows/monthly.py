@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,9 +29,10 @@ from flows.policies import POLICY_ROOT, load_policies
 from flows.reports import person_snapshot, write_person_snapshot
 from schemas.outputs import Accumulators, Adjudicated
 from transforms.contributions import contributions
-from transforms.engine import adjudicate
+from transforms.engine import Adjudication, adjudicate, combine_adjudications
 from transforms.resident.application import OUTPUT_SCHEMA as APPLICATION_SCHEMA
 from transforms.resident.application import apply_applications
+from transforms.shards import family_groups, restrict, shard_of_persons
 from transforms.validate import validate_applications, validate_settlements
 
 REGISTERS = ("persons", "identities", "employment", "certifications", "institutions", "family_bindings",
@@ -62,6 +64,22 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+class StageClock:
+    """Seconds spent in each stage of a month (the issue's ingest, validation, adjudication, write), appended
+    as JSON lines to $YIBAO_STAGE_TIMES when it is set (benchmarks/run.py reads them); a no-op otherwise."""
+
+    def __init__(self, month: str):
+        self.month, self.t = month, time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        target = os.environ.get("YIBAO_STAGE_TIMES")
+        if target:
+            with open(target, "a") as fh:
+                fh.write(json.dumps({"month": self.month, "stage": stage, "s": round(now - self.t, 4)}) + "\n")
+        self.t = now
+
+
 def previous_month(month: str) -> str | None:
     y, m = int(month[:4]), int(month[5:])
     return None if m == 1 else f"{y}-{m - 1:02d}"
@@ -69,6 +87,7 @@ def previous_month(month: str) -> str | None:
 
 @task(name="ingest-and-validate")
 def ingest_and_validate(input_dir: str, month: str, db: str, stage: str) -> str:
+    clock = StageClock(month)
     stage_p, root = Path(stage), Path(input_dir)
     files = month_files(root, month)
     regs = load_registers(root)
@@ -79,9 +98,12 @@ def ingest_and_validate(input_dir: str, month: str, db: str, stage: str) -> str:
         schema={"source_file": pl.String, "source_row": pl.Int64})
     con = store.connect(db)
     try:
-        known = store.known_settlements(con, month)
+        ids = pl.concat([raw.get_column(c) for c in ("setl_id", "orig_setl_id") if c in raw.columns])
+        ids = pl.concat([ids, ids.str.strip_chars()]).drop_nulls().unique().to_list() if len(ids) else []
+        known = store.known_settlements(con, month, ids)  # only the rows this month's ids can match
     finally:
         con.close()
+    clock.lap("ingest")
     accepted, rejects = validate_settlements(raw, month, regs, known)
     # Assistance applications (POLICY §3.9 on-application), optional: same accounting as settlements.
     app_raws = [read_table(p, root) for p in files.get("applications", [])]
@@ -91,6 +113,7 @@ def ingest_and_validate(input_dir: str, month: str, db: str, stage: str) -> str:
         rejects = pl.concat([rejects, app_rejects], how="diagonal_relaxed")
     else:
         app_raw, apps = pl.DataFrame(), pl.DataFrame()
+    clock.lap("validation")
     apps.write_parquet(stage_p / "applications.parquet")
     accepted.write_parquet(stage_p / "accepted.parquet")
     rejects.write_parquet(stage_p / "rejects.parquet")
@@ -105,6 +128,7 @@ def ingest_and_validate(input_dir: str, month: str, db: str, stage: str) -> str:
         raise RunError(f"{month}: rows_in {record['rows_in']} ≠ accepted {record['rows_accepted']}"
                        f" + rejected {rejects.height}")
     (stage_p / "ingest.json").write_text(json.dumps(record, ensure_ascii=False))
+    clock.lap("ingest")  # staging the accepted rows and hashing the inputs
     return str(stage_p / "ingest.json")
 
 
@@ -113,37 +137,128 @@ def _staged_registers(stage_p: Path) -> dict[str, pl.DataFrame]:
     return {p.stem[4:]: pl.read_parquet(p) for p in stage_p.glob("reg_*.parquet")}
 
 
-@task(name="adjudicate")
-def adjudicate_month(stage: str, db: str, month: str) -> str:
-    stage_p = Path(stage)
+def _month_days(month: str) -> tuple[dt.date, dt.date]:
+    first = dt.date(int(month[:4]), int(month[5:]), 1)
+    return first, (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)
+
+
+def _engine_inputs(stage_p: Path, db: str, month: str) -> dict:
+    """What the engine needs besides the lines: state carried in from the database, for the month's persons."""
     accepted = pl.read_parquet(stage_p / "accepted.parquet")
-    regs = _staged_registers(stage_p)
     con = store.connect(db)
     try:
-        carried = store.carried_accumulators(con, month)
+        carried = store.carried_accumulators(con, month, accepted["psn_no"].unique().to_list())
         rev = accepted.filter(pl.col("orig_setl_id").is_not_null())["orig_setl_id"].to_list()
         originals = store.original_results(con, month, rev)
         balances = store.carried_balances(con, month)  # personal accounts: end of the previous month, any year
         original_ledger = store.original_ledger(con, month, rev)
     finally:
         con.close()
-    first = dt.date(int(month[:4]), int(month[5:]), 1)
-    last = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)
-    policies = load_policies()
-    result = adjudicate(accepted, regs, policies, carried=carried, originals=originals, balances=balances,
-                        original_ledger=original_ledger if original_ledger.height else None, period=(first, last))
+    return {"lines": accepted, "registers": _staged_registers(stage_p), "carried": carried,
+            "originals": originals, "balances": balances,
+            "original_ledger": original_ledger if original_ledger.height else None}
+
+
+def _write_outputs(stage_p: Path, result: Adjudication) -> None:
+    result.adjudicated.write_parquet(stage_p / "adjudicated.parquet")
+    result.accumulators.write_parquet(stage_p / "accumulators.parquet")
+    result.account_ledger.write_parquet(stage_p / "account_ledger.parquet")
+    result.account_balances.write_parquet(stage_p / "account_month_end.parquet")
+    (stage_p / "used.json").write_text(json.dumps(sorted(map(list, result.used), key=str)))
+
+
+def _read_outputs(stage_p: Path) -> Adjudication:
+    used = {tuple(u) for u in json.loads((stage_p / "used.json").read_text())}
+    return Adjudication(adjudicated=pl.read_parquet(stage_p / "adjudicated.parquet"),
+                        accumulators=pl.read_parquet(stage_p / "accumulators.parquet"), used=used,
+                        account_ledger=pl.read_parquet(stage_p / "account_ledger.parquet"),
+                        account_balances=pl.read_parquet(stage_p / "account_month_end.parquet"))
+
+
+@task(name="adjudicate")
+def adjudicate_month(stage: str, db: str, month: str) -> str:
+    clock = StageClock(month)
+    stage_p = Path(stage)
+    inp = _engine_inputs(stage_p, db, month)
+    result = adjudicate(inp.pop("lines"), inp.pop("registers"), load_policies(), **inp, period=_month_days(month))
+    _finish_adjudication(stage_p, db, month, result)
+    clock.lap("adjudication")
+    return str(stage_p / "adjudicated.parquet")
+
+
+@task(name="split-shards")
+def split_shards(stage: str, db: str, month: str, shards: int) -> list[str]:
+    """The month's lines and carried state split by family group (transforms/shards.py), one folder of
+    Parquet files per shard: shards exchange files, never frames."""
+    clock = StageClock(month)
+    stage_p = Path(stage)
+    inp = _engine_inputs(stage_p, db, month)
+    assign = shard_of_persons(family_groups(inp["registers"], inp["lines"]["psn_no"]), shards)
+    dirs = []
+    for k in range(shards):
+        d = stage_p / f"shard-{k:03d}"
+        d.mkdir(exist_ok=True)
+        persons = assign.filter(pl.col("shard") == k).select("psn_no")
+        for name in ("lines", "carried", "balances", "original_ledger"):
+            if inp[name] is not None:
+                restrict(inp[name], persons).write_parquet(d / f"{name}.parquet")
+        for name, frame in inp["registers"].items():
+            restrict(frame, persons).write_parquet(d / f"reg_{name}.parquet")
+        inp["originals"].write_parquet(d / "originals.parquet")  # looked up by setl_id: shared whole
+        dirs.append(str(d))
+    clock.lap("adjudication")
+    return dirs
+
+
+@task(name="adjudicate-shard")
+def adjudicate_shard(shard: str, month: str) -> str:
+    """One shard through the engine, on whichever worker runs it; inputs and outputs are its folder's files."""
+    clock = StageClock(month)
+    d = Path(shard)
+    read = {n: (pl.read_parquet(d / f"{n}.parquet") if (d / f"{n}.parquet").exists() else None)
+            for n in ("lines", "carried", "originals", "balances", "original_ledger")}
+    result = adjudicate(read.pop("lines"), _staged_registers(d), load_policies(), **read, period=_month_days(month))
+    _write_outputs(d, result)
+    clock.lap("adjudication")
+    return shard
+
+
+@task(name="combine-shards")
+def combine_shards(stage: str, db: str, month: str, shards: list[str]) -> str:
+    clock = StageClock(month)
+    stage_p = Path(stage)
+    result = combine_adjudications([_read_outputs(Path(d)) for d in shards])
+    _finish_adjudication(stage_p, db, month, result)
+    for d in shards:
+        shutil.rmtree(d, ignore_errors=True)
+    clock.lap("adjudication")
+    return str(stage_p / "adjudicated.parquet")
+
+
+def _finish_adjudication(stage_p: Path, db: str, month: str, result: Adjudication) -> None:
     # Output models, eagerly (schema and data), before anything is written (schemas/outputs.py).
     Adjudicated.validate(result.adjudicated, lazy=True)
     Accumulators.validate(result.accumulators, lazy=True)
-    result.adjudicated.write_parquet(stage_p / "adjudicated.parquet")
+    regs = _staged_registers(stage_p)
+    result.account_ledger = result.account_ledger.with_row_index("seq")
+    _write_outputs(stage_p, result)
     _applications(stage_p, db, month, result.adjudicated, regs)
-    result.accumulators.write_parquet(stage_p / "accumulators.parquet")
-    result.account_ledger.with_row_index("seq").write_parquet(stage_p / "account_ledger.parquet")
-    result.account_balances.write_parquet(stage_p / "account_month_end.parquet")
-    contributions(regs, policies, first.year).write_parquet(stage_p / "contributions.parquet")  # §3.1, §4.1
+    contributions(regs, load_policies(), int(month[:4])).write_parquet(stage_p / "contributions.parquet")  # §3.1, §4.1
     (stage_p / "adjudicate.json").write_text(json.dumps({"assumptions": result.assumptions,
                                                          "lines": result.adjudicated.height}))
-    return str(stage_p / "adjudicated.parquet")
+
+
+def adjudicate_step(stage: str, db: str, month: str, shards: int = 1, fan_out: bool = False) -> str:
+    """The adjudication of a month: in one piece, or in `shards` by family group — one after the other in
+    this process, or submitted to the flow's task runner (`fan_out`, e.g. Dask workers)."""
+    if shards <= 1:
+        return adjudicate_month(stage, db, month)
+    dirs = split_shards(stage, db, month, shards)
+    if fan_out:
+        done = [f.result() for f in [adjudicate_shard.submit(d, month) for d in dirs]]
+    else:
+        done = [adjudicate_shard(d, month) for d in dirs]
+    return combine_shards(stage, db, month, done)
 
 
 def _applications(stage_p: Path, db: str, month: str, adjudicated: pl.DataFrame, regs: dict) -> None:
@@ -166,6 +281,7 @@ def _applications(stage_p: Path, db: str, month: str, adjudicated: pl.DataFrame,
 
 @task(name="persist")
 def persist(stage: str, db: str, month: str, run_id: str) -> str:
+    clock = StageClock(month)
     stage_p = Path(stage)
     frames = {
         "settlements": pl.read_parquet(stage_p / "accepted.parquet"),
@@ -190,10 +306,12 @@ def persist(stage: str, db: str, month: str, run_id: str) -> str:
         write_person_snapshot(con, snapshot)
     finally:
         con.close()
+    clock.lap("write")
     return run_id
 
 
-def _run_one_month(month: str, input_dir: str, db: str, triggered_by: str) -> str:
+def _run_one_month(month: str, input_dir: str, db: str, triggered_by: str, shards: int = 1,
+                   fan_out: bool = False) -> str:
     logger = get_run_logger()
     if not MONTH_RE.match(month):
         raise RunError(f"not a month: {month!r} (expected YYYY-MM)")
@@ -213,7 +331,7 @@ def _run_one_month(month: str, input_dir: str, db: str, triggered_by: str) -> st
     stage.mkdir(parents=True, exist_ok=True)
     try:
         ingest_and_validate(input_dir, month, db, str(stage))
-        adjudicate_month(str(stage), db, month)
+        adjudicate_step(str(stage), db, month, shards, fan_out)
         persist(str(stage), db, month, run_id)
     except BaseException as e:
         con = store.connect(db)
@@ -280,22 +398,34 @@ def writer_lock(db: str):
 
 
 @flow(name="yibao-month", log_prints=False)
-def month_flow(month: str, input_dir: str, db: str) -> list[str]:
+def month_flow(month: str, input_dir: str, db: str, shards: int = 1, fan_out: bool = False) -> list[str]:
     """Run one month; then re-run the later months already loaded (DATA.md §5: those of that year; later years
-    too, because personal-account balances carry across years, POLICY §4.5)."""
+    too, because personal-account balances carry across years, POLICY §4.5). shards/fan_out: adjudicate_step."""
     with writer_lock(db):
         later = _later_loaded(db, month)
-        run_ids = [_run_one_month(month, input_dir, db, "user")]
+        run_ids = [_run_one_month(month, input_dir, db, "user", shards, fan_out)]
         for m, their_input in later:
-            run_ids.append(_run_one_month(m, their_input, db, f"rerun after {month}"))
+            run_ids.append(_run_one_month(m, their_input, db, f"rerun after {month}", shards, fan_out))
         return run_ids
 
 
 @flow(name="yibao-year", log_prints=False)
-def year_flow(year: int, input_dir: str, db: str) -> list[str]:
+def year_flow(year: int, input_dir: str, db: str, shards: int = 1, fan_out: bool = False) -> list[str]:
     """Every month folder of the year, in order, in one flow run."""
     months = sorted(p.name for p in Path(input_dir).glob(f"{year}-[01][0-9]") if p.is_dir() and MONTH_RE.match(p.name))
     if not months:
         raise RunError(f"no month folders {year}-MM under {input_dir}")
     with writer_lock(db):
-        return [_run_one_month(m, input_dir, db, f"year {year}") for m in months]
+        return [_run_one_month(m, input_dir, db, f"year {year}", shards, fan_out) for m in months]
+
+
+def dask_runner(address: str):
+    """prefect-dask's task runner for `yibao run --dask ADDRESS` (a scheduler, e.g. tcp://host:8786) or
+    `--dask local` (a LocalCluster of one single-threaded worker process per core). Workers report their
+    task runs to PREFECT_API_URL: set it to a running server, else each worker starts a temporary one."""
+    from prefect_dask import DaskTaskRunner
+    if address == "local":
+        return DaskTaskRunner(cluster_class="distributed.LocalCluster",
+                              cluster_kwargs={"n_workers": os.cpu_count() or 1, "threads_per_worker": 1,
+                                              "processes": True, "dashboard_address": None})
+    return DaskTaskRunner(address=address)
