@@ -243,9 +243,31 @@ def _finish_adjudication(stage_p: Path, db: str, month: str, result: Adjudicatio
     result.account_ledger = result.account_ledger.with_row_index("seq")
     _write_outputs(stage_p, result)
     _applications(stage_p, db, month, result.adjudicated, regs)
-    contributions(regs, load_policies(), int(month[:4])).write_parquet(stage_p / "contributions.parquet")  # §3.1, §4.1
+    if not _contributions_unchanged(stage_p, db, month):  # §3.1, §4.1
+        contributions(regs, load_policies(), int(month[:4])).write_parquet(stage_p / "contributions.parquet")
     (stage_p / "adjudicate.json").write_text(json.dumps({"assumptions": result.assumptions,
                                                          "lines": result.adjudicated.height}))
+
+
+def _contributions_unchanged(stage_p: Path, db: str, month: str) -> bool:
+    """Contributions (person × year) depend only on the registers, the policies and the code: when the year's
+    latest succeeded run had the same reference files (sha256), policy and code versions, the stored rows are
+    already this run's result and are kept, not recomputed and rewritten every month."""
+    refs = sorted((f["name"], f["sha256"]) for f in json.loads((stage_p / "ingest.json").read_text())["input_files"]
+                  if f["name"].startswith("reference/"))
+    year = int(month[:4])
+    con = store.connect(db)
+    try:
+        me = con.execute("SELECT policy_version, code_version FROM runs WHERE run_id = ?", [stage_p.name]).fetchone()
+        last = con.execute("SELECT input_files, policy_version, code_version FROM runs WHERE status = 'succeeded'"
+                           " AND month LIKE ? ORDER BY finished_at DESC LIMIT 1", [f"{year}-%"]).fetchone()
+        stored = con.execute("SELECT count(*) FROM contributions WHERE year = ?", [year]).fetchone()[0]
+    finally:
+        con.close()
+    if me is None or last is None or not stored or tuple(last[1:]) != tuple(me):
+        return False
+    return sorted((f["name"], f["sha256"]) for f in json.loads(last[0] or "[]")
+                  if f["name"].startswith("reference/")) == refs
 
 
 def adjudicate_step(stage: str, db: str, month: str, shards: int = 1, fan_out: bool = False) -> str:
@@ -291,8 +313,9 @@ def persist(stage: str, db: str, month: str, run_id: str) -> str:
         "assistance_applications": pl.read_parquet(stage_p / "assistance_applications.parquet"),
         "account_ledger": pl.read_parquet(stage_p / "account_ledger.parquet"),
         "account_month_end": pl.read_parquet(stage_p / "account_month_end.parquet"),
-        "contributions": pl.read_parquet(stage_p / "contributions.parquet"),
     }
+    if (stage_p / "contributions.parquet").exists():  # absent when the stored year is unchanged
+        frames["contributions"] = pl.read_parquet(stage_p / "contributions.parquet")
     record = json.loads((stage_p / "ingest.json").read_text())
     adj = json.loads((stage_p / "adjudicate.json").read_text())
     record.update(assumptions=adj["assumptions"], lines_adjudicated=adj["lines"])
