@@ -73,3 +73,26 @@ def test_sharded_engine_equals_one_run_across_months(two_months):
     for name, frame in whole.items():
         assert sharded[name].equals(frame), name
     assert whole["adjudicated"]["hifp_pay"].sum() > 0 and whole["ledger"].height > 0
+
+
+def test_year_flow_in_shards_writes_what_one_piece_writes(tmp_path, prefect_harness):
+    """`yibao run --shards 3`: shards one after the other in the flow, the month written in one transaction."""
+    import duckdb
+
+    from flows.monthly import year_flow
+    bureau = tmp_path / "bureau"
+    write_sample(bureau, persons=400, year=2025, months=2, seed=3, fmt="mixed", invalid_rate=0.01)
+    dbs = {n: tmp_path / f"{n}.duckdb" for n in (1, 3)}
+    for n, db in dbs.items():
+        year_flow(2025, str(bureau), str(db), shards=n)
+
+    def rows(db: Path, table: str) -> list[tuple]:
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            return con.execute(f"SELECT * EXCLUDE (run_id) FROM {table} ORDER BY ALL").fetchall()
+        finally:
+            con.close()
+
+    for table in ("adjudicated", "accumulators", "account_ledger", "account_month_end", "rejects", "contributions"):
+        assert rows(dbs[3], table) == rows(dbs[1], table), table
+    assert len(rows(dbs[1], "adjudicated")) > 300
