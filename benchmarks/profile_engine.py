@@ -29,7 +29,7 @@ from transforms.validate import validate_settlements  # noqa: E402
 
 STEPS = ["enrich", "_join_carried", "_join_originals", "_suizhou_resident", "_xiangyang_employee", "_zero_missing",
          "_apply_reversals", "_totals", "apply_accounts", "_explain", "append_account_note", "_accumulators_after",
-         "check_invariants", "family_groups", "combine_adjudications", "_only"]
+         "check_invariants", "family_groups", "combine_adjudications", "_without"]
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ from flows.policies import POLICY_ROOT, load_policies
 from flows.reports import person_snapshot, write_person_snapshot
 from schemas.outputs import Accumulators, Adjudicated
 from transforms.contributions import contributions
-from transforms.engine import Adjudication, adjudicate, combine_adjudications
+from transforms.engine import Adjudication, adjudicate, combine_adjudications, engine_persons
 from transforms.resident.application import OUTPUT_SCHEMA as APPLICATION_SCHEMA
 from transforms.resident.application import apply_applications
 from transforms.shards import family_groups, restrict, shard_of_persons
@@ -193,7 +193,8 @@ def split_shards(stage: str, db: str, month: str, shards: int) -> list[str]:
     clock = StageClock(month)
     stage_p = Path(stage)
     inp = _engine_inputs(stage_p, db, month)
-    assign = shard_of_persons(family_groups(inp["registers"], inp["lines"]["psn_no"]), shards)
+    persons = engine_persons(inp["lines"], inp["carried"], inp["balances"])
+    assign = shard_of_persons(family_groups(inp["registers"], persons), shards)
     dirs = []
     for k in range(shards):
         d = stage_p / f"shard-{k:03d}"

@@ -119,7 +119,7 @@ def adjudicate(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], policies
     # so iterate until the originals' results are stable (at most the depth of reversal chains). Only the
     # family groups of the persons concerned are adjudicated again (transforms/shards.py: a group's result
     # does not depend on anyone outside it); everyone else keeps the first pass.
-    groups = family_groups(registers, lines["psn_no"])
+    groups = family_groups(registers, engine_persons(lines, carried, acct.balances))
     mine = groups.filter(pl.col("group").is_in(
         groups.filter(pl.col("psn_no").is_in(in_batch["psn_no"].implode()))["group"].implode())).select("psn_no")
     sub = _restricted(mine, lines, registers, carried, acct)
@@ -132,8 +132,7 @@ def adjudicate(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], policies
         if got.equals(prev):
             break
         prev = got
-    rest = groups.join(mine, on="psn_no", how="anti").select("psn_no")
-    return combine_adjudications([_only(res, rest), again], used=res.used | again.used)
+    return combine_adjudications([_without(res, mine), again], used=res.used | again.used)
 
 
 def _restricted(persons: pl.DataFrame, lines: pl.DataFrame, registers: dict[str, pl.DataFrame],
@@ -145,11 +144,18 @@ def _restricted(persons: pl.DataFrame, lines: pl.DataFrame, registers: dict[str,
                                   original_ledger=restrict(acct.original_ledger, persons), period=acct.period)}
 
 
-def _only(res: Adjudication, persons: pl.DataFrame) -> Adjudication:
-    keep = lambda f: restrict(f, persons)  # noqa: E731
-    return Adjudication(adjudicated=keep(res.adjudicated), accumulators=keep(res.accumulators), used=res.used,
-                        account_ledger=res.account_ledger.filter(pl.col("psn_no").is_in(persons["psn_no"].implode())),
-                        account_balances=keep(res.account_balances))
+def _without(res: Adjudication, persons: pl.DataFrame) -> Adjudication:
+    """The result minus every row of these persons."""
+    def drop(f: pl.DataFrame) -> pl.DataFrame:
+        return f.filter(~pl.col("psn_no").is_in(persons["psn_no"].implode()))
+    return Adjudication(adjudicated=drop(res.adjudicated), accumulators=drop(res.accumulators), used=res.used,
+                        account_ledger=drop(res.account_ledger), account_balances=drop(res.account_balances))
+
+
+def engine_persons(lines: pl.DataFrame, *frames: pl.DataFrame | None) -> pl.Series:
+    """Every psn_no the engine's output can hold: the lines' and those of the carried state (accounts carry
+    their balances even in months without lines), so that a split by family group loses no one."""
+    return pl.concat([lines["psn_no"], *[f["psn_no"] for f in frames if f is not None and "psn_no" in f.columns]])
 
 
 def combine_adjudications(parts: list[Adjudication], used: set | None = None) -> Adjudication:
@@ -168,7 +174,7 @@ def adjudicate_shards(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], p
     """`adjudicate` shard by shard (persons split by family group): the same result as one call."""
     acct = AccountInputs(balances=balances, original_ledger=original_ledger, period=period or period_of(lines))
     carried = carried if carried is not None else empty_carried()
-    assign = shard_of_persons(family_groups(registers, lines["psn_no"]), shards)
+    assign = shard_of_persons(family_groups(registers, engine_persons(lines, carried, balances)), shards)
     parts = []
     for s in range(shards):
         sub = _restricted(assign.filter(pl.col("shard") == s).select("psn_no"), lines, registers, carried, acct)

@@ -19,9 +19,10 @@ PERSON_COLUMNS = ("psn_no", "authoriser_psn_no", "user_psn_no")
 def family_groups(registers: dict[str, pl.DataFrame], persons: pl.Series | None = None) -> pl.DataFrame:
     """psn_no → group (the smallest psn_no of its connected component of family_bindings).
 
-    Covers the persons register, both ends of every binding and `persons` (e.g. the lines' psn_no).
+    Covers every person of a register (persons, identities, employment, account_balances, …), both ends of
+    every binding and `persons` (e.g. the lines' and the carried state's psn_no).
     """
-    nodes = [registers["persons"].select("psn_no")] if "persons" in registers else []
+    nodes = [f.select(pl.col("psn_no").cast(pl.String)) for f in registers.values() if "psn_no" in f.columns]
     if persons is not None:
         nodes.append(persons.rename("psn_no").to_frame())
     bind = registers.get("family_bindings")
