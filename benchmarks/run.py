@@ -319,7 +319,7 @@ outside every ratio; stages = ingest / validation / adjudication / write / other
 Engine lines/s = the year's lines over its adjudication stage (database reads of carried state, output models
 and staging included); on the slice = the engine alone on the reference's 100k lines.
 
-Targets (issue 7): year ≤ 3× the I/O floor and < 8 GiB; a month ≤ 3× its floor; engine ≥ 200× the reference;
+Where each target stands, the profile and what was tried: `NOTES.md`. Targets (issue 7): year ≤ 3× the I/O floor and < 8 GiB; a month ≤ 3× its floor; engine ≥ 200× the reference;
 5M → 25M ≤ 5.5× the time. The I/O floor reads the same files with the same reader and inserts the very rows the flow
 wrote (every output table, the persons snapshot included) into a fresh DuckDB file, one transaction per month. The machine is
 shared: the load average at the start and end of each run is shown; with a load above the core count,
