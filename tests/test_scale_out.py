@@ -70,7 +70,7 @@ def _table(db: Path, table: str) -> list[tuple]:
         con.close()
 
 
-@pytest.mark.slow  # about 4 min on the shared 2-core machine (server, two CLI runs, a LocalCluster): `make bench`
+@pytest.mark.slow  # 50 s with the machine lightly loaded, 4 min at load 15 (server, two CLI runs, a LocalCluster)
 def test_dask_shards_write_what_one_machine_writes(prefect_server, tmp_path):
     bureau = tmp_path / "bureau"
     write_sample(bureau, persons=1500, year=2025, months=2, seed=5, fmt="parquet", invalid_rate=0.01)
