@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,10 +30,11 @@ from flows.policies import POLICY_ROOT, load_policies
 from flows.reports import person_snapshot, write_person_snapshot
 from schemas.outputs import Accumulators, Adjudicated, MaternityBenefits
 from transforms.contributions import contributions
-from transforms.engine import adjudicate
+from transforms.engine import Adjudication, adjudicate, combine_adjudications, engine_persons
 from transforms.maternity import BENEFIT_SCHEMA, maternity_benefits
 from transforms.resident.application import OUTPUT_SCHEMA as APPLICATION_SCHEMA
 from transforms.resident.application import apply_applications
+from transforms.shards import family_groups, restrict, shard_of_persons
 from transforms.validate import validate_applications, validate_maternity_events, validate_settlements
 
 REGISTERS = ("persons", "identities", "employment", "certifications", "institutions", "family_bindings",
@@ -104,6 +106,22 @@ def input_files(root: Path, month: str) -> list[dict]:
             if p.is_file()]
 
 
+class StageClock:
+    """Seconds spent in each stage of a month (the issue's ingest, validation, adjudication, write), appended
+    as JSON lines to $YIBAO_STAGE_TIMES when it is set (benchmarks/run.py reads them); a no-op otherwise."""
+
+    def __init__(self, month: str):
+        self.month, self.t = month, time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        target = os.environ.get("YIBAO_STAGE_TIMES")
+        if target:
+            with open(target, "a") as fh:
+                fh.write(json.dumps({"month": self.month, "stage": stage, "s": round(now - self.t, 4)}) + "\n")
+        self.t = now
+
+
 def previous_month(month: str) -> str | None:
     y, m = int(month[:4]), int(month[5:])
     return None if m == 1 else f"{y}-{m - 1:02d}"
@@ -111,6 +129,7 @@ def previous_month(month: str) -> str | None:
 
 @task(name="ingest-and-validate", **IO_RETRIES)
 def ingest_and_validate(input_dir: str, month: str, db: str, stage: str) -> str:
+    clock = StageClock(month)
     stage_p, root = Path(stage), Path(input_dir)
     files = month_files(root, month)
     regs = load_registers(root)
@@ -121,9 +140,12 @@ def ingest_and_validate(input_dir: str, month: str, db: str, stage: str) -> str:
         schema={"source_file": pl.String, "source_row": pl.Int64})
     con = store.connect(db)
     try:
-        known = store.known_settlements(con, month)
+        ids = pl.concat([raw.get_column(c) for c in ("setl_id", "orig_setl_id") if c in raw.columns])
+        ids = pl.concat([ids, ids.str.strip_chars()]).drop_nulls().unique().to_list() if len(ids) else []
+        known = store.known_settlements(con, month, ids)  # only the rows this month's ids can match
     finally:
         con.close()
+    clock.lap("ingest")
     accepted, rejects = validate_settlements(raw, month, regs, known)
     # Assistance applications (POLICY §3.9 on-application), optional: same accounting as settlements.
     app_raws = [read_table(p, root) for p in files.get("applications", [])]
@@ -133,6 +155,7 @@ def ingest_and_validate(input_dir: str, month: str, db: str, stage: str) -> str:
         rejects = pl.concat([rejects, app_rejects], how="diagonal_relaxed")
     else:
         app_raw, apps = pl.DataFrame(), pl.DataFrame()
+    clock.lap("validation")
     apps.write_parquet(stage_p / "applications.parquet")
     # Maternity events (POLICY §4.6, docs/MATERNITY_INPUT.md), optional: same accounting as settlements.
     mat_raws = [read_table(p, root) for p in files.get("maternity", [])]
@@ -155,6 +178,7 @@ def ingest_and_validate(input_dir: str, month: str, db: str, stage: str) -> str:
         raise RunError(f"{month}: rows_in {record['rows_in']} ≠ accepted {record['rows_accepted']}"
                        f" + rejected {rejects.height}")
     (stage_p / "ingest.json").write_text(json.dumps(record, ensure_ascii=False))
+    clock.lap("ingest")  # staging the accepted rows and hashing the inputs
     return str(stage_p / "ingest.json")
 
 
@@ -163,42 +187,163 @@ def _staged_registers(stage_p: Path) -> dict[str, pl.DataFrame]:
     return {p.stem[4:]: pl.read_parquet(p) for p in stage_p.glob("reg_*.parquet")}
 
 
-@task(name="adjudicate", **IO_RETRIES)
-def adjudicate_month(stage: str, db: str, month: str, overrides: str | None = None) -> str:
-    """overrides: a what-if scenario's overrides file (flows/whatif.py), applied to the loaded policies."""
-    stage_p = Path(stage)
+def _month_days(month: str) -> tuple[dt.date, dt.date]:
+    first = dt.date(int(month[:4]), int(month[5:]), 1)
+    return first, (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)
+
+
+def _engine_inputs(stage_p: Path, db: str, month: str) -> dict:
+    """What the engine needs besides the lines: state carried in from the database, for the month's persons."""
     accepted = pl.read_parquet(stage_p / "accepted.parquet")
-    regs = _staged_registers(stage_p)
     con = store.connect(db)
     try:
-        carried = store.carried_accumulators(con, month)
+        carried = store.carried_accumulators(con, month, accepted["psn_no"].unique().to_list())
         rev = accepted.filter(pl.col("orig_setl_id").is_not_null())["orig_setl_id"].to_list()
         originals = store.original_results(con, month, rev)
         balances = store.carried_balances(con, month)  # personal accounts: end of the previous month, any year
         original_ledger = store.original_ledger(con, month, rev)
     finally:
         con.close()
-    first = dt.date(int(month[:4]), int(month[5:]), 1)
-    last = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)
+    return {"lines": accepted, "registers": _staged_registers(stage_p), "carried": carried,
+            "originals": originals, "balances": balances,
+            "original_ledger": original_ledger if original_ledger.height else None}
+
+
+def _write_outputs(stage_p: Path, result: Adjudication) -> None:
+    result.adjudicated.write_parquet(stage_p / "adjudicated.parquet")
+    result.accumulators.write_parquet(stage_p / "accumulators.parquet")
+    result.account_ledger.write_parquet(stage_p / "account_ledger.parquet")
+    result.account_balances.write_parquet(stage_p / "account_month_end.parquet")
+    (stage_p / "used.json").write_text(json.dumps(sorted(map(list, result.used), key=str)))
+
+
+def _read_outputs(stage_p: Path) -> Adjudication:
+    used = {tuple(u) for u in json.loads((stage_p / "used.json").read_text())}
+    return Adjudication(adjudicated=pl.read_parquet(stage_p / "adjudicated.parquet"),
+                        accumulators=pl.read_parquet(stage_p / "accumulators.parquet"), used=used,
+                        account_ledger=pl.read_parquet(stage_p / "account_ledger.parquet"),
+                        account_balances=pl.read_parquet(stage_p / "account_month_end.parquet"))
+
+
+def _policies(overrides: str | None = None):
+    """The loaded policies; with a what-if scenario's overrides file (flows/whatif.py) applied."""
     policies = load_policies()
     if overrides is not None:
         from flows.whatif import scenario_policies
         policies = scenario_policies(policies, overrides)
-    result = adjudicate(accepted, regs, policies, carried=carried, originals=originals, balances=balances,
-                        original_ledger=original_ledger if original_ledger.height else None, period=(first, last))
+    return policies
+
+
+@task(name="adjudicate", **IO_RETRIES)
+def adjudicate_month(stage: str, db: str, month: str, overrides: str | None = None) -> str:
+    """overrides: a what-if scenario's overrides file (flows/whatif.py), applied to the loaded policies."""
+    clock = StageClock(month)
+    stage_p = Path(stage)
+    inp = _engine_inputs(stage_p, db, month)
+    policies = _policies(overrides)
+    result = adjudicate(inp.pop("lines"), inp.pop("registers"), policies, **inp, period=_month_days(month))
+    _finish_adjudication(stage_p, db, month, result, policies)
+    clock.lap("adjudication")
+    return str(stage_p / "adjudicated.parquet")
+
+
+@task(name="split-shards", **IO_RETRIES)
+def split_shards(stage: str, db: str, month: str, shards: int) -> list[str]:
+    """The month's lines and carried state split by family group (transforms/shards.py), one folder of
+    Parquet files per shard: shards exchange files, never frames."""
+    clock = StageClock(month)
+    stage_p = Path(stage)
+    inp = _engine_inputs(stage_p, db, month)
+    persons = engine_persons(inp["lines"], inp["carried"], inp["balances"])
+    assign = shard_of_persons(family_groups(inp["registers"], persons), shards)
+    dirs = []
+    for k in range(shards):
+        d = stage_p / f"shard-{k:03d}"
+        d.mkdir(exist_ok=True)
+        persons = assign.filter(pl.col("shard") == k).select("psn_no")
+        for name in ("lines", "carried", "balances", "original_ledger"):
+            if inp[name] is not None:
+                restrict(inp[name], persons).write_parquet(d / f"{name}.parquet")
+        for name, frame in inp["registers"].items():
+            restrict(frame, persons).write_parquet(d / f"reg_{name}.parquet")
+        inp["originals"].write_parquet(d / "originals.parquet")  # looked up by setl_id: shared whole
+        dirs.append(str(d))
+    clock.lap("adjudication")
+    return dirs
+
+
+@task(name="adjudicate-shard", **IO_RETRIES)
+def adjudicate_shard(shard: str, month: str) -> str:
+    """One shard through the engine, on whichever worker runs it; inputs and outputs are its folder's files."""
+    clock = StageClock(month)
+    d = Path(shard)
+    read = {n: (pl.read_parquet(d / f"{n}.parquet") if (d / f"{n}.parquet").exists() else None)
+            for n in ("lines", "carried", "originals", "balances", "original_ledger")}
+    result = adjudicate(read.pop("lines"), _staged_registers(d), load_policies(), **read, period=_month_days(month))
+    _write_outputs(d, result)
+    clock.lap("adjudication")
+    return shard
+
+
+@task(name="combine-shards", **IO_RETRIES)
+def combine_shards(stage: str, db: str, month: str, shards: list[str]) -> str:
+    clock = StageClock(month)
+    stage_p = Path(stage)
+    result = combine_adjudications([_read_outputs(Path(d)) for d in shards])
+    _finish_adjudication(stage_p, db, month, result, load_policies())
+    for d in shards:
+        shutil.rmtree(d, ignore_errors=True)
+    clock.lap("adjudication")
+    return str(stage_p / "adjudicated.parquet")
+
+
+def _finish_adjudication(stage_p: Path, db: str, month: str, result: Adjudication, policies) -> None:
     # Output models, eagerly (schema and data), before anything is written (schemas/outputs.py).
     Adjudicated.validate(result.adjudicated, lazy=True)
     Accumulators.validate(result.accumulators, lazy=True)
-    result.adjudicated.write_parquet(stage_p / "adjudicated.parquet")
+    regs = _staged_registers(stage_p)
+    result.account_ledger = result.account_ledger.with_row_index("seq")
+    _write_outputs(stage_p, result)
     _applications(stage_p, db, month, result.adjudicated, regs, policies)
-    result.accumulators.write_parquet(stage_p / "accumulators.parquet")
-    result.account_ledger.with_row_index("seq").write_parquet(stage_p / "account_ledger.parquet")
-    result.account_balances.write_parquet(stage_p / "account_month_end.parquet")
-    contributions(regs, policies, first.year).write_parquet(stage_p / "contributions.parquet")  # §3.1, §4.1
+    if not _contributions_unchanged(stage_p, db, month):  # §3.1, §4.1
+        contributions(regs, policies, int(month[:4])).write_parquet(stage_p / "contributions.parquet")
     _maternity(stage_p, regs, policies)
     (stage_p / "adjudicate.json").write_text(json.dumps({"assumptions": result.assumptions,
                                                          "lines": result.adjudicated.height}))
-    return str(stage_p / "adjudicated.parquet")
+
+
+def _contributions_unchanged(stage_p: Path, db: str, month: str) -> bool:
+    """Contributions (person × year) depend only on the registers, the policies and the code: when the year's
+    latest succeeded run had the same reference files (sha256), policy and code versions, the stored rows are
+    already this run's result and are kept, not recomputed and rewritten every month."""
+    refs = sorted((f["name"], f["sha256"]) for f in json.loads((stage_p / "ingest.json").read_text())["input_files"]
+                  if f["name"].startswith("reference/"))
+    year = int(month[:4])
+    con = store.connect(db)
+    try:
+        me = con.execute("SELECT policy_version, code_version FROM runs WHERE run_id = ?", [stage_p.name]).fetchone()
+        last = con.execute("SELECT input_files, policy_version, code_version FROM runs WHERE status = 'succeeded'"
+                           " AND month LIKE ? ORDER BY finished_at DESC LIMIT 1", [f"{year}-%"]).fetchone()
+        stored = con.execute("SELECT count(*) FROM contributions WHERE year = ?", [year]).fetchone()[0]
+    finally:
+        con.close()
+    if me is None or last is None or not stored or tuple(last[1:]) != tuple(me):
+        return False
+    return sorted((f["name"], f["sha256"]) for f in json.loads(last[0] or "[]")
+                  if f["name"].startswith("reference/")) == refs
+
+
+def adjudicate_step(stage: str, db: str, month: str, shards: int = 1, fan_out: bool = False) -> str:
+    """The adjudication of a month: in one piece, or in `shards` by family group — one after the other in
+    this process, or submitted to the flow's task runner (`fan_out`, e.g. Dask workers)."""
+    if shards <= 1:
+        return adjudicate_month(stage, db, month)
+    dirs = split_shards(stage, db, month, shards)
+    if fan_out:
+        done = [f.result() for f in [adjudicate_shard.submit(d, month) for d in dirs]]
+    else:
+        done = [adjudicate_shard(d, month) for d in dirs]
+    return combine_shards(stage, db, month, done)
 
 
 def _applications(stage_p: Path, db: str, month: str, adjudicated: pl.DataFrame, regs: dict, policies) -> None:
@@ -233,6 +378,7 @@ def _maternity(stage_p: Path, regs: dict, policies) -> None:
 
 @task(name="persist", **IO_RETRIES)
 def persist(stage: str, db: str, month: str, run_id: str) -> str:
+    clock = StageClock(month)
     stage_p = Path(stage)
     frames = {
         "settlements": pl.read_parquet(stage_p / "accepted.parquet"),
@@ -242,9 +388,10 @@ def persist(stage: str, db: str, month: str, run_id: str) -> str:
         "assistance_applications": pl.read_parquet(stage_p / "assistance_applications.parquet"),
         "account_ledger": pl.read_parquet(stage_p / "account_ledger.parquet"),
         "account_month_end": pl.read_parquet(stage_p / "account_month_end.parquet"),
-        "contributions": pl.read_parquet(stage_p / "contributions.parquet"),
         "maternity_benefits": pl.read_parquet(stage_p / "maternity_benefits.parquet"),
     }
+    if (stage_p / "contributions.parquet").exists():  # absent when the stored year is unchanged
+        frames["contributions"] = pl.read_parquet(stage_p / "contributions.parquet")
     record = json.loads((stage_p / "ingest.json").read_text())
     adj = json.loads((stage_p / "adjudicate.json").read_text())
     record.update(assumptions=adj["assumptions"], lines_adjudicated=adj["lines"])
@@ -258,13 +405,16 @@ def persist(stage: str, db: str, month: str, run_id: str) -> str:
         write_person_snapshot(con, snapshot)
     finally:
         con.close()
+    clock.lap("write")
     return run_id
 
 
-def _run_one_month(month: str, input_dir: str, db: str, triggered_by: str, force: bool = False) -> tuple[str, bool]:
+def _run_one_month(month: str, input_dir: str, db: str, triggered_by: str, force: bool = False, shards: int = 1,
+                   fan_out: bool = False) -> tuple[str, bool]:
     """One month through a private copy of the database (store.shadow). Returns (run_id, changed): changed is
     False when the month's last succeeded run had the same input files, registers, code, policies and upstream
-    month, in which case nothing is rewritten and the run is recorded as 'unchanged' (issue 6)."""
+    month, in which case nothing is rewritten and the run is recorded as 'unchanged' (issue 6). shards/fan_out:
+    adjudicate_step."""
     logger = get_run_logger()
     if not MONTH_RE.match(month):
         raise RunError(f"not a month: {month!r} (expected YYYY-MM)")
@@ -308,7 +458,7 @@ def _run_one_month(month: str, input_dir: str, db: str, triggered_by: str, force
             finally:
                 con.close()
             ingest_and_validate(input_dir, month, str(work), str(stage))
-            adjudicate_month(str(stage), str(work), month)
+            adjudicate_step(str(stage), str(work), month, shards, fan_out)
             if os.environ.get("YIBAO_FAULT") == "between_tasks":  # fault injection for the crash-safety test
                 os._exit(71)
             persist(str(stage), str(work), month, run_id)
@@ -413,27 +563,41 @@ def writer_lock(db: str):
 
 
 @flow(name="yibao-month", log_prints=False)
-def month_flow(month: str, input_dir: str, db: str, force: bool = False) -> list[str]:
+def month_flow(month: str, input_dir: str, db: str, force: bool = False, shards: int = 1,
+               fan_out: bool = False) -> list[str]:
     """Run one month; then re-run the later months already loaded (DATA.md §5: those of that year; later years
     too, because personal-account balances carry across years, POLICY §4.5) — unless the month was unchanged,
-    in which case nothing upstream of them changed either. force: recompute even an unchanged month."""
+    in which case nothing upstream of them changed either. force: recompute even an unchanged month;
+    shards/fan_out: adjudicate_step."""
     with writer_lock(db):
         later = _later_loaded(db, month)
-        run_id, changed = _run_one_month(month, input_dir, db, "user", force)
+        run_id, changed = _run_one_month(month, input_dir, db, "user", force, shards, fan_out)
         run_ids = [run_id]
         for m, their_input in later:
             if not changed:
                 break
-            run_id, changed = _run_one_month(m, their_input, db, f"rerun after {month}")
+            run_id, changed = _run_one_month(m, their_input, db, f"rerun after {month}", False, shards, fan_out)
             run_ids.append(run_id)
         return run_ids
 
 
 @flow(name="yibao-year", log_prints=False)
-def year_flow(year: int, input_dir: str, db: str) -> list[str]:
+def year_flow(year: int, input_dir: str, db: str, shards: int = 1, fan_out: bool = False) -> list[str]:
     """Every month folder of the year, in order, in one flow run."""
     months = sorted(p.name for p in Path(input_dir).glob(f"{year}-[01][0-9]") if p.is_dir() and MONTH_RE.match(p.name))
     if not months:
         raise RunError(f"no month folders {year}-MM under {input_dir}")
     with writer_lock(db):
-        return [_run_one_month(m, input_dir, db, f"year {year}")[0] for m in months]
+        return [_run_one_month(m, input_dir, db, f"year {year}", False, shards, fan_out)[0] for m in months]
+
+
+def dask_runner(address: str):
+    """prefect-dask's task runner for `yibao run --dask ADDRESS` (a scheduler, e.g. tcp://host:8786) or
+    `--dask local` (a LocalCluster of one single-threaded worker process per core). Workers report their
+    task runs to PREFECT_API_URL: set it to a running server, else each worker starts a temporary one."""
+    from prefect_dask import DaskTaskRunner
+    if address == "local":
+        return DaskTaskRunner(cluster_class="distributed.LocalCluster",
+                              cluster_kwargs={"n_workers": os.cpu_count() or 1, "threads_per_worker": 1,
+                                              "processes": True, "dashboard_address": None})
+    return DaskTaskRunner(address=address)

@@ -275,15 +275,22 @@ def loaded_months(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [r[0] for r in rows]
 
 
-def carried_accumulators(con: duckdb.DuckDBPyConnection, month: str) -> pl.DataFrame:
-    """Each person's accumulators at the end of the month before `month`, same year (DESIGN: incremental)."""
+def carried_accumulators(con: duckdb.DuckDBPyConnection, month: str, persons: list[str] | None = None) -> pl.DataFrame:
+    """Each person's accumulators at the end of the month before `month`, same year (DESIGN: incremental);
+    only of `persons` when given (the persons of the month: the rest is never read)."""
     year = int(month[:4])
-    return fetch_fen(con, """
-        SELECT psn_no, year, name, value FROM (
-          SELECT psn_no, year, name, value,
-                 row_number() OVER (PARTITION BY psn_no, year, name ORDER BY month DESC) rn
-          FROM accumulators WHERE year = ? AND month < ?) WHERE rn = 1
-    """, [year, month]).with_columns(pl.col("year").cast(pl.Int32))
+    sql = """
+        SELECT psn_no, year, name, arg_max(value, month) AS value
+        FROM accumulators {join} WHERE year = ? AND month < ? GROUP BY psn_no, year, name
+    """
+    if persons is None:
+        return fetch_fen(con, sql.format(join=""), [year, month]).with_columns(pl.col("year").cast(pl.Int32))
+    con.register("__p", pl.DataFrame({"psn_no": persons}, schema={"psn_no": pl.String}))
+    try:
+        return (fetch_fen(con, sql.format(join="JOIN __p USING (psn_no)"), [year, month])
+                .with_columns(pl.col("year").cast(pl.Int32)))
+    finally:
+        con.unregister("__p")
 
 
 def carried_balances(con: duckdb.DuckDBPyConnection, month: str) -> pl.DataFrame:
@@ -308,10 +315,18 @@ def original_ledger(con: duckdb.DuckDBPyConnection, month: str, setl_ids: list[s
         con.unregister("__ids")
 
 
-def known_settlements(con: duckdb.DuckDBPyConnection, month: str) -> pl.DataFrame:
-    return fetch_fen(con, """
-        SELECT setl_id, psn_no, orig_setl_id, medfee_sumamt, fulamt_ownpay_amt, overlmt_selfpay, cls_a_amt, cls_b_amt
-        FROM settlements WHERE month < ?""", [month])
+def known_settlements(con: duckdb.DuckDBPyConnection, month: str, ids: list[str] | None = None) -> pl.DataFrame:
+    """Settlements of earlier months (setl_id, psn_no, orig_setl_id, the five amounts); with `ids` (the month's
+    setl_id and orig_setl_id values) only the rows validation can match: those ids as setl_id or orig_setl_id."""
+    cols = "s.setl_id, s.psn_no, s.orig_setl_id, medfee_sumamt, fulamt_ownpay_amt, overlmt_selfpay, cls_a_amt, cls_b_amt"
+    if ids is None:
+        return fetch_fen(con, f"SELECT {cols} FROM settlements s WHERE month < ?", [month])
+    con.register("__ids", pl.DataFrame({"id": ids}, schema={"id": pl.String}).unique())
+    try:
+        return fetch_fen(con, f"SELECT {cols} FROM settlements s WHERE month < ? AND (s.setl_id IN (FROM __ids)"
+                              " OR s.orig_setl_id IN (FROM __ids))", [month])
+    finally:
+        con.unregister("__ids")
 
 
 def original_results(con: duckdb.DuckDBPyConnection, month: str, setl_ids: list[str]) -> pl.DataFrame:

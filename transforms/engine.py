@@ -34,6 +34,7 @@ from transforms.params import attach, yuan_to_fen
 from transforms.resident import stages as resident_stages
 from transforms.resident import xiangyang as xy_resident
 from transforms.resident.inpatient import class_b_preselfpay
+from transforms.shards import combine, family_groups, restrict, shard_of_persons
 
 PERSON_YEAR = ["psn_no", "year"]
 
@@ -113,20 +114,76 @@ def adjudicate(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], policies
     acct = AccountInputs(balances=balances, original_ledger=original_ledger, period=period or period_of(lines))
     rev_ids = lines.filter(pl.col("orig_setl_id").is_not_null())["orig_setl_id"]
     in_batch = lines.filter(pl.col("setl_id").is_in(rev_ids.implode()))
+    res = _adjudicate_once(lines, registers, policies, carried, originals, acct)
     if in_batch.height == 0:
-        return _adjudicate_once(lines, registers, policies, carried, originals, acct)
+        return res
     # Reversals of lines of this same batch: the original's result depends only on lines before it,
-    # so iterate until the originals' results are stable (at most the depth of reversal chains).
-    known = originals
-    prev = None
-    for _ in range(len(rev_ids) + 2):
-        res = _adjudicate_once(lines, registers, policies, carried, known, acct)
-        got = res.adjudicated.filter(pl.col("setl_id").is_in(in_batch["setl_id"].implode()))
-        if prev is not None and got.equals(prev):
-            return res
+    # so iterate until the originals' results are stable (at most the depth of reversal chains). Only the
+    # family groups of the persons concerned are adjudicated again (transforms/shards.py: a group's result
+    # does not depend on anyone outside it); everyone else keeps the first pass.
+    groups = family_groups(registers, engine_persons(lines, carried, acct.balances))
+    mine = groups.filter(pl.col("group").is_in(
+        groups.filter(pl.col("psn_no").is_in(in_batch["psn_no"].implode()))["group"].implode())).select("psn_no")
+    sub = _restricted(mine, lines, registers, carried, acct)
+    prev = res.adjudicated.filter(pl.col("setl_id").is_in(in_batch["setl_id"].implode()))
+    again = res
+    for _ in range(len(rev_ids) + 1):
+        known = pl.concat([x for x in (originals, prev) if x is not None], how="diagonal_relaxed")
+        again = _adjudicate_once(sub["lines"], sub["registers"], policies, sub["carried"], known, sub["acct"])
+        got = again.adjudicated.filter(pl.col("setl_id").is_in(in_batch["setl_id"].implode()))
+        if got.equals(prev):
+            break
         prev = got
-        known = pl.concat([x for x in (originals, got) if x is not None], how="diagonal_relaxed")
-    return res
+    return combine_adjudications([_without(res, mine), again], used=res.used | again.used)
+
+
+def _restricted(persons: pl.DataFrame, lines: pl.DataFrame, registers: dict[str, pl.DataFrame],
+                carried: pl.DataFrame, acct: AccountInputs) -> dict:
+    """The engine's inputs for these persons only (whole family groups; transforms/shards.py)."""
+    return {"lines": restrict(lines, persons), "registers": {k: restrict(v, persons) for k, v in registers.items()},
+            "carried": restrict(carried, persons),
+            "acct": AccountInputs(balances=restrict(acct.balances, persons),
+                                  original_ledger=restrict(acct.original_ledger, persons), period=acct.period)}
+
+
+def _without(res: Adjudication, persons: pl.DataFrame) -> Adjudication:
+    """The result minus every row of these persons."""
+    def drop(f: pl.DataFrame) -> pl.DataFrame:
+        return f.filter(~pl.col("psn_no").is_in(persons["psn_no"].implode()))
+    return Adjudication(adjudicated=drop(res.adjudicated), accumulators=drop(res.accumulators), used=res.used,
+                        account_ledger=drop(res.account_ledger), account_balances=drop(res.account_balances))
+
+
+def engine_persons(lines: pl.DataFrame, *frames: pl.DataFrame | None) -> pl.Series:
+    """Every psn_no the engine's output can hold: the lines' and those of the carried state (accounts carry
+    their balances even in months without lines), so that a split by family group loses no one."""
+    return pl.concat([lines["psn_no"], *[f["psn_no"] for f in frames if f is not None and "psn_no" in f.columns]])
+
+
+def combine_adjudications(parts: list[Adjudication], used: set | None = None) -> Adjudication:
+    """Results over disjoint family groups as one result, in the order of a single run (shards.combine)."""
+    return Adjudication(adjudicated=combine([p.adjudicated for p in parts]),
+                        accumulators=combine([p.accumulators for p in parts]),
+                        used=used if used is not None else set().union(*[p.used for p in parts]),
+                        account_ledger=combine([p.account_ledger for p in parts]),
+                        account_balances=combine([p.account_balances for p in parts]))
+
+
+def adjudicate_shards(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], policies: Policies, shards: int,
+                      carried: pl.DataFrame | None = None, originals: pl.DataFrame | None = None,
+                      balances: pl.DataFrame | None = None, original_ledger: pl.DataFrame | None = None,
+                      period: tuple | None = None) -> Adjudication:
+    """`adjudicate` shard by shard (persons split by family group): the same result as one call."""
+    acct = AccountInputs(balances=balances, original_ledger=original_ledger, period=period or period_of(lines))
+    carried = carried if carried is not None else empty_carried()
+    assign = shard_of_persons(family_groups(registers, engine_persons(lines, carried, balances)), shards)
+    parts = []
+    for s in range(shards):
+        sub = _restricted(assign.filter(pl.col("shard") == s).select("psn_no"), lines, registers, carried, acct)
+        parts.append(adjudicate(sub["lines"], sub["registers"], policies, carried=sub["carried"], originals=originals,
+                                balances=sub["acct"].balances, original_ledger=sub["acct"].original_ledger,
+                                period=acct.period))
+    return combine_adjudications(parts)
 
 
 def _adjudicate_once(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], policies: Policies,

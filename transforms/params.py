@@ -64,13 +64,17 @@ def attach(lines: pl.DataFrame, policies: Policies, region: str, scheme: str, na
     """
     pf = dated_frame(policies, region, scheme, name, convert, dtype, keyed_by)
     pf = pf.rename({"value": out, "assumption": "__assumption"})
-    left = lines.with_row_index("__row")
+    # Only the date (and key) columns are sorted and joined: the lines keep their order and width, and
+    # the value comes back as one column (sorting the whole wide frame per parameter dominated the run).
+    keys = [date_col] if keyed_by is None else [date_col, keyed_by]
+    narrow = lines.select(keys).with_row_index("__row").sort(date_col)
     if keyed_by is None:
-        joined = left.sort(date_col).join_asof(pf, left_on=date_col, right_on="since", strategy="backward")
+        hit = narrow.join_asof(pf, left_on=date_col, right_on="since", strategy="backward")
     else:
-        joined = left.sort(date_col).join_asof(pf, left_on=date_col, right_on="since", by=keyed_by, check_sortedness=False,
-                                               strategy="backward")
-    joined = joined.sort("__row").drop("__row", "since")
+        hit = narrow.join_asof(pf, left_on=date_col, right_on="since", by=keyed_by, check_sortedness=False,
+                               strategy="backward")
+    hit = hit.sort("__row")
+    joined = lines.with_columns(hit[out], hit["__assumption"])
     need_mask = joined.select((need if need is not None else pl.lit(True)).alias("n"))["n"].fill_null(False)
     if used is not None:
         for a in joined.filter(need_mask)["__assumption"].unique().to_list():
