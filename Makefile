@@ -14,7 +14,7 @@ export HOME ?= $(CURDIR)
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --frozen --no-sync
 
-.PHONY: bootstrap demo test bench lint sample clean
+.PHONY: bootstrap demo test test-thorough bench lint sample clean
 
 bootstrap:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
@@ -25,6 +25,10 @@ demo: bootstrap
 
 test: bootstrap
 	$(RUN) pytest
+
+# The same suite with ten times the random examples in the engine-vs-reference property tests (tens of minutes).
+test-thorough: bootstrap
+	YIBAO_EXAMPLES=10 $(RUN) pytest
 
 bench: bootstrap
 	$(RUN) python benchmarks/run.py

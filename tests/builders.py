@@ -131,3 +131,10 @@ def q(db, sql: str, params=None) -> list[tuple]:
         return con.execute(sql, params or []).fetchall()
     finally:
         con.close()
+
+
+def examples(n: int) -> int:
+    """Hypothesis examples for a slow engine-vs-reference property: `n` in `make test` (kept within its time
+    budget), times YIBAO_EXAMPLES in `make test-thorough` (e.g. 10 = ten times as many random years)."""
+    import os
+    return max(1, round(n * float(os.environ.get("YIBAO_EXAMPLES", "1"))))

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from flows.policies import MissingParameter, load_policies
-from tests.builders import INST_SCHEMA, line, lines, person, registers, reversal_of, yuan
+from tests.builders import INST_SCHEMA, examples, line, lines, person, registers, reversal_of, yuan
 from transforms.accounts import LEDGER_SCHEMA, AccountInputs, apply_accounts, monthly_credits, start_state
 from transforms.enrich import enrich
 from transforms.reference.accounts import accounts_reference
@@ -394,7 +394,7 @@ def test_vectorized_equals_reference(fam):
     check_ledger_consistent(res.ledger, res.balances, r, period)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(families())
 def test_month_by_month_equals_one_walk(fam):
     """Balances, ledger rows and refunds carried month to month equal one walk over everything."""

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flows.policies import load_policies
-from tests.builders import INST_SCHEMA, INSTITUTIONS, line, lines, person, registers, reversal_of
+from tests.builders import INST_SCHEMA, INSTITUTIONS, examples, line, lines, person, registers, reversal_of
 from transforms.engine import MONEY_COLUMNS, adjudicate
 from transforms.reference.adjudicate import adjudicate_reference
 
@@ -127,7 +127,7 @@ def _registers(persons, idents, extra) -> dict[str, pl.DataFrame]:
     return regs
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(population())
 def test_engine_equals_reference(pop):
     persons, idents, rows, extra = pop
@@ -144,7 +144,7 @@ def _split_by_month(rows):
     return [(m, [r for r in rows if r["setl_time"].strftime("%Y-%m") == m]) for m in months]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(population())
 def test_month_by_month_equals_one_run(pop):
     """DESIGN 'Incremental months': carried accumulators make monthly runs equal one run over all lines."""

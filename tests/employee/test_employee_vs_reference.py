@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from flows.policies import load_policies
-from tests.builders import employee, employment, line, lines, person, registers, reversal_of
+from tests.builders import employee, employment, examples, line, lines, person, registers, reversal_of
 from tests.test_accounts import BAL_SCHEMA, BIND_SCHEMA
 from transforms.engine import MONEY_COLUMNS, adjudicate
 from transforms.reference.adjudicate import adjudicate_reference
@@ -219,7 +219,7 @@ def _reference(rows: list[dict], regs: dict[str, pl.DataFrame]) -> tuple[list[di
     return adjudicate_reference(lines(rows).to_dicts(), {k: v.to_dicts() for k, v in regs.items()}, POL)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=examples(50), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(population())
 def test_engine_equals_reference(pop):
     persons, emps, certs, rows = pop
@@ -267,7 +267,7 @@ def _split_by_month(rows):
     return [(m, [r for r in rows if r["setl_time"].strftime("%Y-%m") == m]) for m in months]
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=examples(15), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(population(twins=False))
 def test_month_by_month_equals_one_run(pop):
     """DESIGN 'Incremental months': the carried emp_* accumulators (and account balances) make monthly runs

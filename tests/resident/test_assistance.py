@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flows.policies import load_policies
-from tests.builders import line, lines, person, registers, reversal_of, yuan
+from tests.builders import examples, line, lines, person, registers, reversal_of, yuan
 from transforms.engine import MONEY_COLUMNS, adjudicate
 from transforms.line_reasons import LINE_REASONS
 from transforms.reference.adjudicate import adjudicate_reference
@@ -340,7 +340,7 @@ def assisted_population(draw):
     return persons, idents, rows
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(50), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(assisted_population())
 def test_engine_equals_reference_for_assistance_persons(pop):
     persons, idents, rows = pop
@@ -354,7 +354,7 @@ def test_engine_equals_reference_for_assistance_persons(pop):
     assert got == want
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(12), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(assisted_population())
 def test_month_by_month_equals_one_run_for_assistance_persons(pop):
     persons, idents, rows = pop

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flows.policies import load_policies
-from tests.builders import INSTITUTIONS, line, lines, person, registers, reversal_of, yuan
+from tests.builders import INSTITUTIONS, examples, line, lines, person, registers, reversal_of, yuan
 from transforms.engine import MONEY_COLUMNS, adjudicate
 from transforms.line_reasons import LINE_REASONS
 from transforms.reference.adjudicate import adjudicate_reference
@@ -206,7 +206,7 @@ def rural_stays(draw):
     return persons, idents, rows
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(50), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rural_stays())
 def test_engine_equals_reference_on_rural_low_income_stays(pop):
     persons, idents, rows = pop
