@@ -50,9 +50,19 @@ def persons_for(lines: int) -> int:
     return int(round(lines / LINES_PER_PERSON, -3))
 
 
+def generator_digest() -> str:
+    """The generator's code: a cached bureau made by another version of it is not reused (it may hold lines the
+    engine now refuses, e.g. Xiangyang resident stays whose parameters are missing)."""
+    import hashlib
+    h = hashlib.sha256()
+    for f in ("transforms/synthetic.py", "flows/sample.py"):
+        h.update((ROOT / f).read_bytes())
+    return h.hexdigest()[:10]
+
+
 def data_dir(persons: int) -> Path:
     base = Path(os.environ.get("BENCH_DATA") or Path(tempfile.gettempdir()) / "yibao-bench-data")
-    return base / f"p{persons}-s{SEED}"
+    return base / f"p{persons}-s{SEED}-g{generator_digest()}"
 
 
 def ensure_data(persons: int) -> tuple[Path, float | None]:
