@@ -18,6 +18,7 @@ from typing import Any
 import polars as pl
 
 from transforms.accumulate import capped_payment, running_before
+from transforms.explain import fen_text, when_text
 from transforms.params import UNLIMITED, yuan_to_fen
 
 NO_LIMIT = 10**15  # fen: "none" in a policy file, an explicit absence of a limit
@@ -36,3 +37,19 @@ def within_disease_limit(df: pl.DataFrame, x: pl.Expr, limit: pl.Expr, carried: 
     df = df.with_columns(capped_payment(x, limit.fill_null(NO_LIMIT), pl.col(carried), KEY, contiguous=False)
                          .alias(added))
     return df.with_columns(running_before(pl.col(added), pl.col(carried), KEY, contiguous=False).alias(before))
+
+
+def limit_explanations(covered: pl.Expr, limit: str, before: str, within: str, over_tail: str) -> list[pl.Expr]:
+    """The limit's explanation fragments (A-21), in the same words for every scheme that reads A-21: the limit
+    and its use before and after the line, or its absence, and what went over it (`over_tail` says who bears it)."""
+    code = pl.col("dise_cert_code").fill_null("none")
+    after = pl.col(before) + pl.col(within)
+    limited = pl.col(limit) < NO_LIMIT
+    return [
+        when_text(covered & limited, "annual limit of ", code, " ", fen_text(pl.col(limit)),
+                  " of in-scope cost (A-21): used before ", fen_text(pl.col(before)), ", after ", fen_text(after)),
+        when_text(covered & ~limited, "no annual limit for ", pl.col("cert_kind"), " (A-21): in-scope cost of ", code,
+                  " this year ", fen_text(pl.col(before)), " → ", fen_text(after)),
+        when_text(covered & (pl.col("chronic_over_limit_amt") > 0), "over the limit ",
+                  fen_text(pl.col("chronic_over_limit_amt")), over_tail),
+    ]

@@ -30,7 +30,7 @@ from __future__ import annotations
 import polars as pl
 
 from flows.policies import Policies
-from transforms.chronic_limit import NO_LIMIT, limit_fen, within_disease_limit
+from transforms.chronic_limit import limit_explanations, limit_fen, within_disease_limit
 from transforms.employee import REGION, SCHEME, require, rev
 from transforms.explain import bp_text, code_if, fen_text, when_text
 from transforms.money import expr_apply_rate
@@ -105,20 +105,13 @@ def _explain() -> list[pl.Expr]:
     live = mine() & ~pl.col("is_reversal") & pl.col("benefit_block").is_null()
     cov = live & pl.col("emp_chr_covered")
     code = pl.col("dise_cert_code").fill_null("none")
-    limited = pl.col("emp_chr_limit") < NO_LIMIT
-    after = pl.col("emp_chr_used_before") + pl.col("emp_chr_within")
     return [
         when_text(live & ~pl.col("emp_chr_covered"), "no chronic/special certification claimed (certification ", code,
                   pl.when(pl.col("cert_kind").is_not_null()).then(pl.lit(", kind ") + pl.col("cert_kind"))
                   .otherwise(pl.lit("")), "): basic fund 0 (§4.4)"),
         when_text(cov, "employee chronic/special outpatient (§4.4, A-12) under certification ", code, " (",
                   pl.col("cert_kind"), "): rate ", bp_text(pl.col("emp_chr_rate_bp")), ", no deductible"),
-        when_text(cov & limited, "annual limit of ", code, " ", y(pl.col("emp_chr_limit")),
-                  " of in-scope cost (A-21): used before ", y(pl.col("emp_chr_used_before")), ", after ", y(after)),
-        when_text(cov & ~limited, "no annual limit for ", pl.col("cert_kind"), " (A-21): in-scope cost of ", code,
-                  " this year ", y(pl.col("emp_chr_used_before")), " → ", y(after)),
-        when_text(cov & (pl.col("chronic_over_limit_amt") > 0), "over the limit ", y(pl.col("chronic_over_limit_amt")),
-                  ": the person's"),
+        *limit_explanations(cov, "emp_chr_limit", "emp_chr_used_before", "emp_chr_within", ": the person's"),
         when_text(cov, "basic fund ", bp_text(pl.col("emp_chr_rate_bp")), " × ", y(pl.col("emp_chr_within")), " = ",
                   y(pl.col("emp_chr_raw"))),
     ]

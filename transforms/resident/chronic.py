@@ -57,7 +57,7 @@ from typing import Any
 import polars as pl
 
 from flows.policies import Policies
-from transforms.chronic_limit import NO_LIMIT, limit_fen, within_disease_limit
+from transforms.chronic_limit import limit_explanations, limit_fen, within_disease_limit
 from transforms.explain import bp_text, code_if, fen_text, when_text
 from transforms.money import expr_apply_rate
 from transforms.params import attach, rate, yuan_to_fen
@@ -201,8 +201,6 @@ def _explain() -> list[pl.Expr]:
     new = mine & ~rev
     cov = new & pl.col("chronic_covered")
     code = pl.col("dise_cert_code").fill_null("none")
-    limited = pl.col("chronic_limit_fen") < NO_LIMIT
-    after = pl.col("chronic_limit_before") + pl.col("chronic_limit_added")
     return [
         when_text(cov & (pl.col("ledger") == "chronic"), "chronic/special outpatient (§3.4) under certification ",
                   code, " (", pl.col("cert_kind"), ", ICD-10 ", pl.col("cert_dise_codg").fill_null("?"), "): rate ",
@@ -220,12 +218,8 @@ def _explain() -> list[pl.Expr]:
                   .then(pl.lit(", kind ") + pl.col("cert_kind")).otherwise(pl.lit("")),
                   "): basic fund 0; in scope ", y(pl.col("inscp_scp_amt")),
                   " is the person's, outside critical-illness and assistance bases"),
-        when_text(cov & limited, "annual limit of ", code, " ", y(pl.col("chronic_limit_fen")),
-                  " of in-scope cost (A-21): used before ", y(pl.col("chronic_limit_before")), ", after ", y(after)),
-        when_text(cov & ~limited, "no annual limit for ", pl.col("cert_kind"), " (A-21): in-scope cost of ", code,
-                  " this year ", y(pl.col("chronic_limit_before")), " → ", y(after)),
-        when_text(cov & (pl.col("chronic_over_limit_amt") > 0), "over the limit ", y(pl.col("chronic_over_limit_amt")),
-                  ": the person's, outside critical-illness and assistance bases"),
+        *limit_explanations(cov, "chronic_limit_fen", "chronic_limit_before", "chronic_limit_added",
+                            ": the person's, outside critical-illness and assistance bases"),
         when_text(cov, "basic fund ", bp_text(pl.col("chronic_rate_bp")), " × ", y(pl.col("chronic_within_limit_amt")),
                   " = ", y(pl.col("hifp_raw"))),
         when_text(mine & rev & (pl.col("chronic_limit_added") != 0), "limit used of ", code, " moves back by ",
