@@ -133,6 +133,11 @@ def q(db, sql: str, params=None) -> list[tuple]:
         con.close()
 
 
+def table_rows(db, table: str) -> list[tuple]:
+    """Every row of a table but its run_id, in a stable order: what two runs must write alike."""
+    return q(db, f"SELECT * EXCLUDE (run_id) FROM {table} ORDER BY ALL")
+
+
 def examples(n: int) -> int:
     """Hypothesis examples for a slow engine-vs-reference property: `n` in `make test` (kept within its time
     budget), times YIBAO_EXAMPLES in `make test-thorough` (e.g. 10 = ten times as many random years)."""

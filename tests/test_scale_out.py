@@ -12,10 +12,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from flows.sample import write_sample
+from tests.builders import table_rows
 
 TABLES = ["settlements", "rejects", "adjudicated", "accumulators", "account_ledger", "account_month_end",
           "contributions", "assistance_applications"]
@@ -62,14 +62,6 @@ def _yibao(args: list[str], api_url: str, tmp: Path) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
 
 
-def _table(db: Path, table: str) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(f"SELECT * EXCLUDE (run_id) FROM {table} ORDER BY ALL").fetchall()
-    finally:
-        con.close()
-
-
 @pytest.mark.slow  # 50 s with the machine lightly loaded, 4 min at load 15 (server, two CLI runs, a LocalCluster)
 def test_dask_shards_write_what_one_machine_writes(prefect_server, tmp_path):
     bureau = tmp_path / "bureau"
@@ -79,9 +71,9 @@ def test_dask_shards_write_what_one_machine_writes(prefect_server, tmp_path):
     _yibao(["run", "--year", "2025", "--input", str(bureau), "--db", str(fanned), "--shards", "3", "--dask", "local"],
            prefect_server, tmp_path)
     for table in TABLES:
-        assert _table(fanned, table) == _table(single, table), table
-    assert len(_table(single, "adjudicated")) > 1000
-    assert len(_table(single, "account_ledger")) > 0
+        assert table_rows(fanned, table) == table_rows(single, table), table
+    assert len(table_rows(single, "adjudicated")) > 1000
+    assert len(table_rows(single, "account_ledger")) > 0
     # the shard tasks ran as task runs on the server (each month: three adjudicate-shard runs)
     req = urllib.request.Request(f"{prefect_server}/task_runs/filter", data=json.dumps({"limit": 200}).encode(),
                                  headers={"Content-Type": "application/json"}, method="POST")

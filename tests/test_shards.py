@@ -12,6 +12,7 @@ import pytest
 from flows.ingest import load_registers, month_files, read_table
 from flows.policies import load_policies
 from flows.sample import write_sample
+from tests.builders import table_rows
 from transforms.engine import adjudicate, adjudicate_shards
 from transforms.shards import family_groups, shard_of_persons
 from transforms.validate import validate_settlements
@@ -77,7 +78,6 @@ def test_sharded_engine_equals_one_run_across_months(two_months):
 
 def test_year_flow_in_shards_writes_what_one_piece_writes(tmp_path, prefect_harness):
     """`yibao run --shards 3`: shards one after the other in the flow, the month written in one transaction."""
-    import duckdb
 
     from flows.monthly import year_flow
     bureau = tmp_path / "bureau"
@@ -86,13 +86,6 @@ def test_year_flow_in_shards_writes_what_one_piece_writes(tmp_path, prefect_harn
     for n, db in dbs.items():
         year_flow(2025, str(bureau), str(db), shards=n)
 
-    def rows(db: Path, table: str) -> list[tuple]:
-        con = duckdb.connect(str(db), read_only=True)
-        try:
-            return con.execute(f"SELECT * EXCLUDE (run_id) FROM {table} ORDER BY ALL").fetchall()
-        finally:
-            con.close()
-
     for table in ("adjudicated", "accumulators", "account_ledger", "account_month_end", "rejects", "contributions"):
-        assert rows(dbs[3], table) == rows(dbs[1], table), table
-    assert len(rows(dbs[1], "adjudicated")) > 300
+        assert table_rows(dbs[3], table) == table_rows(dbs[1], table), table
+    assert len(table_rows(dbs[1], "adjudicated")) > 300

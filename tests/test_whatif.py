@@ -7,7 +7,6 @@ import shutil
 from decimal import Decimal
 from pathlib import Path
 
-import duckdb
 import polars as pl
 import pytest
 import yaml
@@ -160,11 +159,7 @@ def small(tmp_path_factory, prefect_harness):
 
 
 def _dump(db: Path, tables: list[str]) -> dict:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in tables}
-    finally:
-        con.close()
+    return {t: q(db, f"SELECT * FROM {t} ORDER BY ALL") for t in tables}
 
 
 BASELINE_TABLES = ["runs", "settlements", "rejects", "adjudicated", "accumulators", "assistance_applications",
