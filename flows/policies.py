@@ -93,20 +93,36 @@ def _to_date(k: Any) -> dt.date:
     return dt.date.fromisoformat(str(k))
 
 
+_LOADED: dict[tuple[str, str], Policies] = {}
+
+
 def load_policies(root: Path | str = POLICY_ROOT) -> Policies:
+    """The parameters of every policy file under `root`. Parsed once per content: a month's run asks for them
+    in every task and connection (parsing is ~0.3 s); an edited file changes the digest and is parsed again."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"policy folder not found: {root}")
-    params: dict[tuple[str, str, str], Parameter] = {}
     h = hashlib.sha256()
     files = sorted(root.rglob("*.yaml"))
+    raws = {}
     for path in files:
         rel = path.relative_to(root)
         if len(rel.parts) != 3:
             raise ValueError(f"{rel}: policy files live at <region>/<scheme>/<topic>.yaml")
-        region, scheme, topic = rel.parts[0], rel.parts[1], path.stem
-        raw = path.read_bytes()
-        h.update(str(rel).encode() + b"\0" + raw + b"\0")
+        raws[rel] = path.read_bytes()
+        h.update(str(rel).encode() + b"\0" + raws[rel] + b"\0")
+    key = (str(root.resolve()), h.hexdigest())
+    if key not in _LOADED:
+        _LOADED.clear()  # one version kept: a long-lived process that sees edits does not grow
+        _LOADED[key] = _parse_policies(raws, h.hexdigest())
+    cached = _LOADED[key]
+    return Policies(params=dict(cached.params), digest=cached.digest, files=list(cached.files))
+
+
+def _parse_policies(raws: dict[Path, bytes], digest: str) -> Policies:
+    params: dict[tuple[str, str, str], Parameter] = {}
+    for rel, raw in raws.items():
+        region, scheme, topic = rel.parts[0], rel.parts[1], rel.stem
         doc = yaml.safe_load(raw) or {}
         for pname, spec in doc.items():
             if not isinstance(spec, dict) or "values" not in spec:
@@ -125,7 +141,7 @@ def load_policies(root: Path | str = POLICY_ROOT) -> Policies:
             name = f"{topic}.{pname}"
             params[(region, scheme, name)] = Parameter(region, scheme, name, str(spec.get("description", "")),
                                                        spec.get("unit"), values)
-    return Policies(params=params, digest=h.hexdigest(), files=[str(f.relative_to(root)) for f in files])
+    return Policies(params=params, digest=digest, files=[str(rel) for rel in raws])
 
 
 def _assumption_key(a: str) -> tuple[int, str]:
