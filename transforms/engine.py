@@ -379,32 +379,25 @@ def _totals(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns(waived.alias("deposit_waived"))
 
 
-def _explain(df: pl.DataFrame) -> pl.DataFrame:
+def _scheme_fragments(basic: list, later: list) -> tuple[list[pl.Expr], list[pl.Expr]]:
+    """Reason-code and explanation fragments of one scheme's lines (its stages, in pipeline order, POLICY
+    §1.10), around the fragments every line has."""
     y = fen_text
-    # each scheme's stages explain only its own lines (§4: Xiangyang employees; §4.7: Xiangyang residents;
-    # everything else: the Suizhou resident stages)
-    emp = ((pl.col("region") == "xiangyang") & (pl.col("scheme") == "employee")).fill_null(False)
-    xyr = ((pl.col("region") == "xiangyang") & (pl.col("scheme") == "resident")).fill_null(False)
-    rest = ~emp & ~xyr
     annual_capped = pl.col("hifp_paid_before").is_not_null()  # lines the basic fund's annual cap applied to
-    codes = join_codes([
+    codes = [
         code_if(pl.col("is_reversal"), "REVERSAL"),
         code_if(pl.col("rule_pending"), "RULE_PENDING"),
-        *[pl.when(rest).then(e) for stage in resident_stages.BASIC for e in stage.reasons()],
-        *[pl.when(emp).then(e) for stage in employee_stages.BASIC for e in stage.reasons()],
-        *[pl.when(xyr).then(e) for stage in xy_resident.BASIC for e in stage.reasons()],
+        *[e for stage in basic for e in stage.reasons()],
         code_if((pl.col("hifp_cap_cut") > 0) & (pl.col("hifp_pay") == 0) & annual_capped, "CAP_REACHED"),
         code_if((pl.col("hifp_cap_cut") > 0) & (pl.col("hifp_pay") > 0) & annual_capped, "CAP_PARTLY"),
-        *[pl.when(rest).then(e) for stage in resident_stages.LATER for e in stage.reasons()],
-        *[pl.when(emp).then(e) for stage in [employee_stages.CAP, *employee_stages.LATER] for e in stage.reasons()],
-        *[pl.when(xyr).then(e) for stage in [xy_resident.CAP, *xy_resident.LATER] for e in stage.reasons()],
-    ])
+        *[e for stage in later for e in stage.reasons()],
+    ]
     where = (
         pl.when(pl.col("in_city")).then(pl.lit("in city"))
         .otherwise(pl.concat_str([pl.lit("out of city ("), pl.col("offsite_type_eff").fill_null(""), pl.lit(")")]))
     )
     cap_left = pl.col("hifp_cap") - pl.col("hifp_paid_before")
-    text = join_fragments([
+    text = [
         when_text(pl.col("is_reversal"), "reversal of ", pl.col("orig_setl_id"),
                   ": every amount of the original negated (POLICY §1.7)"),
         pl.concat_str([pl.col("ledger"), pl.lit(", level "), pl.col("hosp_lv").fill_null("?"), pl.lit(" "), where]),
@@ -412,22 +405,40 @@ def _explain(df: pl.DataFrame) -> pl.DataFrame:
         pl.concat_str([pl.lit("in scope "), y(pl.col("inscp_scp_amt")), pl.lit(" = class A "), y(pl.col("cls_a_amt")),
                        pl.lit(" + class B "), y(pl.col("cls_b_amt")), pl.lit(" − class-B pre-self-pay "),
                        y(pl.col("preselfpay_amt"))]),
-        *[pl.when(rest).then(e) for stage in resident_stages.BASIC for e in stage.explain()],
-        *[pl.when(emp).then(e) for stage in employee_stages.BASIC for e in stage.explain()],
-        *[pl.when(xyr).then(e) for stage in xy_resident.BASIC for e in stage.explain()],
+        *[e for stage in basic for e in stage.explain()],
         when_text(pl.col("hifp_paid_before").is_not_null() & ~pl.col("rule_pending"),
                   "annual cap ", y(pl.col("hifp_cap")), ": left before ", y(cap_left), ", after ",
                   y(cap_left - pl.col("hifp_pay"))),
         when_text(pl.col("hifp_cap_cut") > 0, "cap cut ", y(pl.col("hifp_cap_cut"))),
-        *[pl.when(rest).then(e) for stage in resident_stages.LATER for e in stage.explain()],
-        *[pl.when(emp).then(e) for stage in [employee_stages.CAP, *employee_stages.LATER] for e in stage.explain()],
-        *[pl.when(xyr).then(e) for stage in [xy_resident.CAP, *xy_resident.LATER] for e in stage.explain()],
+        *[e for stage in later for e in stage.explain()],
         pl.concat_str([pl.lit("funds pay "), y(pl.col("fund_pay_sumamt")), pl.lit(" (basic "), y(pl.col("hifp_pay")),
                        pl.lit(", critical illness "), y(pl.col("hifmi_pay")), pl.lit(", assistance "),
                        y(pl.col("maf_pay")), pl.lit(", tilt "), y(pl.col("maf_tilt_pay")), pl.lit("); person pays "),
                        y(pl.col("psn_part_amt"))]),
-    ])
-    return df.with_columns(codes.alias("reason_codes"), text.alias("explanation"))
+    ]
+    return codes, text
+
+
+def _explain(df: pl.DataFrame) -> pl.DataFrame:
+    """reason_codes and explanation of every line. Each scheme's stages explain only its own lines (§4:
+    Xiangyang employees; §4.7: Xiangyang residents; everything else: the Suizhou resident stages): the text is
+    built per scheme on the few columns it reads (not masked fragment by fragment over the whole wide frame)
+    and set back in line order."""
+    emp = ((pl.col("region") == "xiangyang") & (pl.col("scheme") == "employee")).fill_null(False)
+    xyr = ((pl.col("region") == "xiangyang") & (pl.col("scheme") == "resident")).fill_null(False)
+    schemes = [
+        (~emp & ~xyr, _scheme_fragments(resident_stages.BASIC, resident_stages.LATER)),
+        (emp, _scheme_fragments(employee_stages.BASIC, [employee_stages.CAP, *employee_stages.LATER])),
+        (xyr, _scheme_fragments(xy_resident.BASIC, [xy_resident.CAP, *xy_resident.LATER])),
+    ]
+    exprs = [emp, xyr, *[e for _, (codes, text) in schemes for e in (*codes, *text)]]
+    needed = sorted({c for e in exprs for c in e.meta.root_names()})
+    narrow = df.select(needed).with_row_index("__line")
+    pieces = [narrow.filter(mask).select("__line", join_codes(codes).alias("reason_codes"),
+                                         join_fragments(text).alias("explanation"))
+              for mask, (codes, text) in schemes]
+    done = pl.concat(pieces).sort("__line")
+    return df.with_columns(done["reason_codes"], done["explanation"])
 
 
 def _accumulators_after(df: pl.DataFrame, carried: pl.DataFrame) -> pl.DataFrame:
@@ -444,6 +455,17 @@ def _accumulators_after(df: pl.DataFrame, carried: pl.DataFrame) -> pl.DataFrame
         (pl.col("value") + pl.col("prev").fill_null(0)).cast(pl.Int64).alias("value")
     ).drop("prev")
     return long.select("psn_no", pl.col("year").cast(pl.Int32), "name", "value").sort(PERSON_YEAR + ["name"])
+
+
+def moved_accumulators(after: pl.DataFrame, carried: pl.DataFrame) -> pl.DataFrame:
+    """The rows of `after` (Adjudication.accumulators) whose value differs from the carried-in one (absent = 0):
+    what the month changed. The store keeps only these — the state at any month end is each accumulator's
+    latest stored row, absent = 0 (flows/store.py carried_accumulators) — instead of every accumulator of every
+    person present (about twelve rows per person, most of them zero or unchanged)."""
+    prev = carried.select(*PERSON_YEAR, "name", pl.col("value").alias("__prev")).with_columns(
+        pl.col("year").cast(pl.Int32))
+    return (after.join(prev, on=[*PERSON_YEAR, "name"], how="left", maintain_order="left")
+            .filter(pl.col("value") != pl.col("__prev").fill_null(0)).drop("__prev"))
 
 
 class InvariantViolation(AssertionError):
