@@ -17,7 +17,9 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -27,10 +29,10 @@ from prefect import flow, get_run_logger, task
 from flows import store
 from flows.ingest import InputFileError, load_registers, month_files, read_table
 from flows.policies import POLICY_ROOT, load_policies
-from flows.reports import person_snapshot, write_person_snapshot
+from flows.reports import person_snapshot
 from schemas.outputs import Accumulators, Adjudicated, MaternityBenefits
 from transforms.contributions import contributions
-from transforms.engine import Adjudication, adjudicate, combine_adjudications, engine_persons
+from transforms.engine import Adjudication, adjudicate, combine_adjudications, engine_persons, moved_accumulators
 from transforms.maternity import BENEFIT_SCHEMA, maternity_benefits
 from transforms.resident.application import OUTPUT_SCHEMA as APPLICATION_SCHEMA
 from transforms.resident.application import apply_applications
@@ -241,8 +243,9 @@ def adjudicate_month(stage: str, db: str, month: str, overrides: str | None = No
     stage_p = Path(stage)
     inp = _engine_inputs(stage_p, db, month)
     policies = _policies(overrides)
+    carried = inp["carried"]
     result = adjudicate(inp.pop("lines"), inp.pop("registers"), policies, **inp, period=_month_days(month))
-    _finish_adjudication(stage_p, db, month, result, policies)
+    _finish_adjudication(stage_p, db, month, result, policies, carried)
     clock.lap("adjudication")
     return str(stage_p / "adjudicated.parquet")
 
@@ -290,14 +293,17 @@ def combine_shards(stage: str, db: str, month: str, shards: list[str]) -> str:
     clock = StageClock(month)
     stage_p = Path(stage)
     result = combine_adjudications([_read_outputs(Path(d)) for d in shards])
-    _finish_adjudication(stage_p, db, month, result, load_policies())
+    carried = pl.concat([pl.read_parquet(Path(d) / "carried.parquet") for d in shards])
+    _finish_adjudication(stage_p, db, month, result, load_policies(), carried)
     for d in shards:
         shutil.rmtree(d, ignore_errors=True)
     clock.lap("adjudication")
     return str(stage_p / "adjudicated.parquet")
 
 
-def _finish_adjudication(stage_p: Path, db: str, month: str, result: Adjudication, policies) -> None:
+def _finish_adjudication(stage_p: Path, db: str, month: str, result: Adjudication, policies,
+                         carried: pl.DataFrame) -> None:
+    result.accumulators = moved_accumulators(result.accumulators, carried)  # what the month changed
     # Output models, eagerly (schema and data), before anything is written (schemas/outputs.py).
     Adjudicated.validate(result.adjudicated, lazy=True)
     Accumulators.validate(result.accumulators, lazy=True)
@@ -400,27 +406,69 @@ def persist(stage: str, db: str, month: str, run_id: str) -> str:
     snapshot = person_snapshot(regs, on=last_day)
     con = store.connect(db)
     try:
-        store.write_month(con, run_id, month, frames, record)
-        # Masked persons for auditors' views and explain (flows/reports.py); never clear names or IDs.
-        write_person_snapshot(con, snapshot)
+        # with the masked persons for auditors' views and explain (flows/reports.py): never clear names or IDs
+        store.write_month(con, run_id, month, frames, record, persons=snapshot)
     finally:
         con.close()
     clock.lap("write")
     return run_id
 
 
-def _run_one_month(month: str, input_dir: str, db: str, triggered_by: str, force: bool = False, shards: int = 1,
-                   fan_out: bool = False) -> tuple[str, bool]:
-    """One month through a private copy of the database (store.shadow). Returns (run_id, changed): changed is
-    False when the month's last succeeded run had the same input files, registers, code, policies and upstream
-    month, in which case nothing is rewritten and the run is recorded as 'unchanged' (issue 6). shards/fan_out:
-    adjudicate_step."""
+@dataclass
+class Publication:
+    """The database a flow writes (`db`) and the private copy it writes to (`work`, store.shadow): every month
+    of the flow is committed into the copy, one transaction each, and the copy is published when the flow
+    ends — or at a failure, with the months committed before it — so a year or a cascade copies the database
+    once, not once a month. `done`: (month, run_id, stage folder) of the months committed and not yet
+    published; their journals (run.json) stay until the copy is published."""
+    db: str
+    work: str
+    done: list[tuple[str, str, Path]] = field(default_factory=list)
+
+
+@contextmanager
+def publication(db: str) -> Iterator[Publication]:
+    pub: Publication | None = None
+    try:
+        with store.shadow(db, publish_on_error=True) as work:
+            pub = Publication(db=db, work=str(work))
+            yield pub
+    finally:
+        if pub is not None:
+            _after_publication(pub)
+
+
+def _after_publication(pub: Publication) -> None:
+    """Journals of published months are dropped; each month's Prefect artifacts (issue 5) are published —
+    a failure there is logged, never turned into a failed run (the month is already in the database)."""
+    published = Path(pub.db).exists() and not Path(pub.work).exists()
+    logger = get_run_logger()
+    for month, run_id, stage in pub.done:
+        if not published:
+            continue
+        shutil.rmtree(stage, ignore_errors=True)
+        from flows.artifacts import publish
+        try:
+            publish(pub.db, month, run_id)
+        except Exception as e:  # noqa: BLE001 - artifacts are a convenience; the month is committed
+            logger.warning("%s: run %s succeeded; its Prefect artifacts were not published (%s: %s)",
+                           month, run_id, type(e).__name__, e)
+        logger.info("%s: run %s succeeded", month, run_id)
+
+
+def _run_one_month(month: str, input_dir: str, pub: Publication, triggered_by: str, force: bool = False,
+                   shards: int = 1, fan_out: bool = False) -> tuple[str, bool]:
+    """One month, committed into the flow's copy of the database (Publication). Returns (run_id, changed):
+    changed is False when the month's last succeeded run had the same input files, registers, code, policies
+    and upstream month, in which case nothing is rewritten and the run is recorded as 'unchanged' (issue 6).
+    shards/fan_out: adjudicate_step."""
     logger = get_run_logger()
     if not MONTH_RE.match(month):
         raise RunError(f"not a month: {month!r} (expected YYYY-MM)")
+    db, work = pub.db, pub.work
     loaded, prev_run, last = [], None, None
-    if Path(db).exists():
-        con = store.connect(db, read_only=True)
+    if Path(work).exists():
+        con = store.connect(work, read_only=True)
         try:
             loaded, prev_run, last = store.loaded_months(con), store.upstream_run(con, month), store.last_succeeded(con, month)
         finally:
@@ -435,43 +483,54 @@ def _run_one_month(month: str, input_dir: str, db: str, triggered_by: str, force
            "triggered_by": triggered_by, "prev_run_id": prev_run, "started_at": dt.datetime.now()}
     stage = Path(db).resolve().parent / ".yibao_runs" / run_id
     stage.mkdir(parents=True, exist_ok=True)
-    # journal: a run killed before it could record itself is recorded 'failed' by the next writer
+    # journal: a run killed before its copy was published is recorded 'failed' by the next writer
     (stage / "run.json").write_text(json.dumps({**run, "db": str(Path(db).resolve())}, default=str))
     files = None
     try:
         files = input_files(Path(input_dir), month)
         (stage / "input_files.json").write_text(json.dumps(files, ensure_ascii=False))
         if not force and _same_run(last, run, files):
-            store.record_runs(db, [{**run, "finished_at": dt.datetime.now(), "status": "unchanged",
-                                    "input_files": json.dumps(files, ensure_ascii=False),
-                                    "matches_run_id": last["run_id"],
-                                    **{k: last[k] for k in ("rows_in", "rows_accepted", "rows_rejected",
-                                                            "assumptions", "lines_adjudicated")}}])
+            store.record_runs(work, [{**run, "finished_at": dt.datetime.now(), "status": "unchanged",
+                                      "input_files": json.dumps(files, ensure_ascii=False),
+                                      "matches_run_id": last["run_id"],
+                                      **{k: last[k] for k in ("rows_in", "rows_accepted", "rows_rejected",
+                                                              "assumptions", "lines_adjudicated")}}], in_place=True)
             shutil.rmtree(stage, ignore_errors=True)
             logger.info("%s: unchanged since run %s (same input files, registers, code, policies and upstream "
                         "month); nothing rewritten", month, last["run_id"])
             return run_id, False
-        with store.shadow(db) as work:
-            con = store.connect(work)
-            try:
-                store.begin_run(con, run)
-            finally:
-                con.close()
-            ingest_and_validate(input_dir, month, str(work), str(stage))
-            adjudicate_step(str(stage), str(work), month, shards, fan_out)
-            if os.environ.get("YIBAO_FAULT") == "between_tasks":  # fault injection for the crash-safety test
-                os._exit(71)
-            persist(str(stage), str(work), month, run_id)
+        con = store.connect(work)
+        try:
+            store.begin_run(con, run)
+        finally:
+            con.close()
+        ingest_and_validate(input_dir, month, work, str(stage))
+        adjudicate_step(str(stage), work, month, shards, fan_out)
+        if os.environ.get("YIBAO_FAULT") == "between_tasks":  # fault injection for the crash-safety test
+            os._exit(71)
+        persist(str(stage), work, month, run_id)
     except BaseException as e:
-        store.record_runs(db, [{**run, "finished_at": dt.datetime.now(), "status": "failed",
-                                "input_files": None if files is None else json.dumps(files, ensure_ascii=False),
-                                "error": f"{type(e).__name__}: {e}"[:2000]}])
+        if not _committed(work, run_id):  # a failure after the month's commit leaves the month as committed
+            store.record_runs(work, [{**run, "finished_at": dt.datetime.now(), "status": "failed",
+                                      "input_files": None if files is None else json.dumps(files, ensure_ascii=False),
+                                      "error": f"{type(e).__name__}: {e}"[:2000]}], in_place=True)
         raise
-    shutil.rmtree(stage, ignore_errors=True)
-    from flows.artifacts import publish
-    publish(db, month, run_id)  # Prefect table and markdown artifacts of the month (issue 5)
-    logger.info("%s: run %s succeeded", month, run_id)
+    for p in stage.iterdir():  # the stage's files are no longer needed; the journal stays until published
+        if p.name != "run.json":
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    pub.done.append((month, run_id, stage))
     return run_id, True
+
+
+def _committed(work: str, run_id: str) -> bool:
+    if not Path(work).exists():
+        return False
+    con = store.connect(work, read_only=True)
+    try:
+        return con.execute("SELECT count(*) FROM runs WHERE run_id = ? AND status = 'succeeded'",
+                           [run_id]).fetchall() == [(1,)]
+    finally:
+        con.close()
 
 
 def _same_run(last: dict | None, run: dict, files: list[dict]) -> bool:
@@ -571,13 +630,15 @@ def month_flow(month: str, input_dir: str, db: str, force: bool = False, shards:
     shards/fan_out: adjudicate_step."""
     with writer_lock(db):
         later = _later_loaded(db, month)
-        run_id, changed = _run_one_month(month, input_dir, db, "user", force, shards, fan_out)
-        run_ids = [run_id]
-        for m, their_input in later:
-            if not changed:
-                break
-            run_id, changed = _run_one_month(m, their_input, db, f"rerun after {month}", False, shards, fan_out)
-            run_ids.append(run_id)
+        with publication(db) as pub:  # the month and its cascade are published together
+            run_id, changed = _run_one_month(month, input_dir, pub, "user", force, shards, fan_out)
+            run_ids = [run_id]
+            for m, their_input in later:
+                if not changed:
+                    break
+                run_id, changed = _run_one_month(m, their_input, pub, f"rerun after {month}", False, shards,
+                                                 fan_out)
+                run_ids.append(run_id)
         return run_ids
 
 
@@ -587,8 +648,8 @@ def year_flow(year: int, input_dir: str, db: str, shards: int = 1, fan_out: bool
     months = sorted(p.name for p in Path(input_dir).glob(f"{year}-[01][0-9]") if p.is_dir() and MONTH_RE.match(p.name))
     if not months:
         raise RunError(f"no month folders {year}-MM under {input_dir}")
-    with writer_lock(db):
-        return [_run_one_month(m, input_dir, db, f"year {year}", False, shards, fan_out)[0] for m in months]
+    with writer_lock(db), publication(db) as pub:  # the year's months are published together
+        return [_run_one_month(m, input_dir, pub, f"year {year}", False, shards, fan_out)[0] for m in months]
 
 
 def dask_runner(address: str):

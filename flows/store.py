@@ -7,6 +7,7 @@ Inside the engine money is Int64 fen; here it becomes DECIMAL(18,2) yuan on the 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import shutil
@@ -110,10 +111,32 @@ def connect(db: Path | str, read_only: bool = False) -> duckdb.DuckDBPyConnectio
         raise FileNotFoundError(f"database not found: {db} (run `yibao run` or `yibao demo` first)")
     con = duckdb.connect(str(db), read_only=read_only)
     if not read_only:
-        migrate(con)
-        from flows.views import create_views
-        create_views(con)  # auditors' and analysts' views (flows/views.py)
+        catalog = catalog_digest()
+        try:
+            have = con.execute("SELECT digest FROM yibao_catalog").fetchall()
+        except duckdb.CatalogException:
+            have = None
+        if have != [(catalog,)]:
+            # Tables, columns and views (flows/views.py) as this code and these policies define them; done
+            # once per database and definition, not on every connection (it took ~0.3 s a connection).
+            migrate(con)
+            from flows.views import create_views
+            create_views(con)
+            con.execute("CREATE OR REPLACE TABLE yibao_catalog AS SELECT ?::VARCHAR AS digest", [catalog]).fetchall()
     return con
+
+
+def catalog_digest() -> str:
+    """What the stored tables' definitions and the views depend on: TABLES, the views' SQL and the policies
+    (the out-of-scope limits table)."""
+    from flows.policies import load_policies
+    from flows.views import view_statements
+    from flows.whatif_report import view_statements as whatif_view_statements
+    h = hashlib.sha256(repr(sorted(TABLES.items())).encode())
+    for sql in [*view_statements(""), *whatif_view_statements("")]:
+        h.update(sql.encode())
+    h.update(load_policies().digest.encode())
+    return h.hexdigest()
 
 
 def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
@@ -154,14 +177,17 @@ def begin_run(con: duckdb.DuckDBPyConnection, run: dict) -> None:
 
 
 @contextmanager
-def shadow(db: Path | str) -> Iterator[Path]:
+def shadow(db: Path | str, publish_on_error: bool = False) -> Iterator[Path]:
     """A private copy of the database for the one writer (flows/monthly.py writer_lock), published whole.
 
     DuckDB lets one read-write process or many read-only ones open a file, never both: writing in place would
     fail while an auditor has `duckdb -readonly` open, and block auditors during a run. So the writer copies
     `db` to `<db>.next`, works there, and on success closes it (checkpointed, no WAL) and renames it over `db`
     (atomic on one filesystem). Readers that opened `db` before keep reading the snapshot they opened; new
-    readers see the new file. On any failure the copy is dropped and `db` is untouched.
+    readers see the new file. On any failure the copy is dropped and `db` is untouched — unless
+    `publish_on_error`: a flow of several months (flows/monthly.py) commits each month in its own transaction
+    into one copy, so on a failure the copy holds whole months and the failure's record, and is published.
+    A process killed outright publishes nothing.
     """
     db = Path(db)
     work = db.with_name(db.name + ".next")
@@ -173,11 +199,18 @@ def shadow(db: Path | str) -> Iterator[Path]:
     try:
         yield work
     except BaseException:
-        _drop(work)
+        if publish_on_error and work.exists() and not Path(f"{work}.wal").exists():
+            _publish(work, db)
+        else:
+            _drop(work)
         raise
     if Path(f"{work}.wal").exists():
         _drop(work)
         raise RuntimeError(f"{work}: a connection was left open; the database was not replaced")
+    _publish(work, db)
+
+
+def _publish(work: Path, db: Path) -> None:
     _fsync(work)
     os.replace(work, db)
     _fsync(db.parent)
@@ -196,20 +229,24 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def record_runs(db: Path | str, rows: list[dict]) -> None:
-    """Add (or replace, by run_id) run records in a short shadow cycle: failed, interrupted and unchanged runs."""
-    with shadow(db) as work:
-        con = connect(work)
-        try:
-            con.execute("BEGIN TRANSACTION")
-            for row in rows:
-                con.execute("DELETE FROM runs WHERE run_id = ?", [row["run_id"]])
-                cols = list(row)
-                con.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                            [row[c] for c in cols])
-            con.execute("COMMIT")
-        finally:
-            con.close()
+def record_runs(db: Path | str, rows: list[dict], in_place: bool = False) -> None:
+    """Add (or replace, by run_id) run records — failed, interrupted and unchanged runs: in a short shadow
+    cycle, or `in_place` in the writer's own copy (a flow's store.shadow)."""
+    if not in_place:
+        with shadow(db) as work:
+            record_runs(work, rows, in_place=True)
+        return
+    con = connect(db)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        for row in rows:
+            con.execute("DELETE FROM runs WHERE run_id = ?", [row["run_id"]])
+            cols = list(row)
+            con.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                        [row[c] for c in cols])
+        con.execute("COMMIT")
+    finally:
+        con.close()
 
 
 def upstream_run(con: duckdb.DuckDBPyConnection, month: str) -> str | None:
@@ -231,13 +268,17 @@ def last_succeeded(con: duckdb.DuckDBPyConnection, month: str) -> dict | None:
 
 
 def write_month(con: duckdb.DuckDBPyConnection, run_id: str, month: str, frames: dict[str, pl.DataFrame],
-                record: dict) -> None:
-    """Replace everything of `month` with these frames and mark the run succeeded — one transaction.
+                record: dict, persons: pl.DataFrame | None = None) -> None:
+    """Replace everything of `month` with these frames and mark the run succeeded — one transaction; with
+    `persons`, the masked person snapshot (flows/reports.py) is replaced in the same transaction.
 
     A rerun replaces the month (no duplicates); a crash inside leaves the database as before.
     """
     con.execute("BEGIN TRANSACTION")
     try:
+        if persons is not None:
+            from flows.reports import replace_persons
+            replace_persons(con, persons)
         for table in MONTH_TABLES:
             con.execute(f"DELETE FROM {table} WHERE month = ?", [month])
             if table not in frames:
