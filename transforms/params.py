@@ -53,6 +53,13 @@ def dated_frame(policies: Policies, region: str, scheme: str, name: str,
     return pl.DataFrame(rows, schema=schema, orient="row").sort("since")
 
 
+def version_index(dates: pl.Series, sinces: pl.Series) -> pl.Series:
+    """For each date, the index of the version in force (`sinces` ascending): the last one starting on or
+    before it; null before the first version or for a null date. A binary search per line: no sort, no join."""
+    i = sinces.search_sorted(dates, side="right").cast(pl.Int64) - 1
+    return pl.select(pl.when(dates.is_null() | (i < 0)).then(None).otherwise(i).alias("__v")).to_series()
+
+
 def attach(lines: pl.DataFrame, policies: Policies, region: str, scheme: str, name: str, out: str,
            date_col: str = "setl_date", convert: Callable[[Any], Any] = lambda v: v,
            dtype: pl.DataType = pl.Int64, keyed_by: str | None = None,
@@ -64,28 +71,58 @@ def attach(lines: pl.DataFrame, policies: Policies, region: str, scheme: str, na
     """
     pf = dated_frame(policies, region, scheme, name, convert, dtype, keyed_by)
     pf = pf.rename({"value": out, "assumption": "__assumption"})
-    # Only the date (and key) columns are sorted and joined: the lines keep their order and width, and
-    # the value comes back as one column (sorting the whole wide frame per parameter dominated the run).
-    keys = [date_col] if keyed_by is None else [date_col, keyed_by]
-    narrow = lines.select(keys).with_row_index("__row").sort(date_col)
     if keyed_by is None:
-        hit = narrow.join_asof(pf, left_on=date_col, right_on="since", strategy="backward")
+        v = version_index(lines[date_col], pf["since"])
+        hit = pl.DataFrame([pf[out].gather(v), pf["__assumption"].gather(v)])
     else:
-        hit = narrow.join_asof(pf, left_on=date_col, right_on="since", by=keyed_by, check_sortedness=False,
-                               strategy="backward")
-    hit = hit.sort("__row")
-    joined = lines.with_columns(hit[out], hit["__assumption"])
-    need_mask = joined.select((need if need is not None else pl.lit(True)).alias("n"))["n"].fill_null(False)
+        # Only the date and key columns are sorted and joined: the lines keep their order and width, and
+        # the value comes back as one column (sorting the whole wide frame per parameter dominated the run).
+        hit = (lines.select(date_col, keyed_by).with_row_index("__row").sort(date_col)
+               .join_asof(pf, left_on=date_col, right_on="since", by=keyed_by, check_sortedness=False,
+                          strategy="backward")
+               .sort("__row"))
+    _require(lines, hit[out].is_not_null(), hit["__assumption"], need, used, region, scheme, name, date_col,
+             keyed_by)
+    return lines.with_columns(hit[out])
+
+
+def _require(lines: pl.DataFrame, present: pl.Series, assumption: pl.Series, need: pl.Expr | None,
+             used: set | None, region: str, scheme: str, name: str, date_col: str, keyed_by: str | None) -> None:
+    """The lines `need` selects must have a value (else MissingParameter naming parameter, key and date);
+    the assumptions (POLICY §9) of the values they use are recorded in `used`."""
+    need_mask = lines.select((need if need is not None else pl.lit(True)).alias("n"))["n"].fill_null(False)
     if used is not None:
-        for a in joined.filter(need_mask)["__assumption"].unique().to_list():
+        for a in assumption.filter(need_mask).unique().to_list():
             used.add((region, scheme, name, a))
-    joined = joined.drop("__assumption")
-    bad = joined.filter(need_mask & pl.col(out).is_null())
-    if bad.height:
-        first = bad.row(0, named=True)
-        key = f"[{first[keyed_by]}]" if keyed_by else ""
-        raise MissingParameter(region, scheme, f"{name}{key}", first[date_col])
-    return joined
+    bad = need_mask & ~present.fill_null(False)
+    if bad.any():
+        first = int(bad.arg_true()[0])
+        key = f"[{lines[keyed_by][first]}]" if keyed_by else ""
+        raise MissingParameter(region, scheme, f"{name}{key}", lines[date_col][first])
+
+
+def in_dated_list(lines: pl.DataFrame, policies: Policies, region: str, scheme: str, name: str, col: str,
+                  need: pl.Expr | None = None, used: set | None = None, date_col: str = "setl_date") -> pl.Series:
+    """Whether each line's `col` (a value, or a list of values: any of them) is in the dated list parameter
+    in force on its date. Each version's list is tested on its own lines (no list attached to every line);
+    `need` and `used` as in `attach`."""
+    pf = dated_frame(policies, region, scheme, name, convert=lambda v: [str(x) for x in (v or [])],
+                     dtype=pl.List(pl.String))
+    v = version_index(lines[date_col], pf["since"])
+    _require(lines, pf["value"].is_not_null().gather(v), pf["assumption"].gather(v), need, used, region, scheme,
+             name, date_col, None)
+    column = lines[col]
+    hit = pl.Series("hit", [False] * lines.height, dtype=pl.Boolean)
+    for i, members in enumerate(pf["value"]):
+        if members is None:
+            continue
+        members = pl.Series(members, dtype=pl.String)
+        if column.dtype == pl.List(pl.String):
+            found = column.list.eval(pl.element().is_in(members.implode())).list.any()
+        else:
+            found = column.is_in(members.implode())
+        hit = hit | ((v == i).fill_null(False) & found.fill_null(False))
+    return hit
 
 
 def rate(v: Any) -> int:

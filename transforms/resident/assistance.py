@@ -46,7 +46,7 @@ from transforms.accumulate import capped_payment, deductible_part
 from transforms.enrich import STAY_LEDGERS
 from transforms.explain import bp_text, code_if, fen_text, when_text
 from transforms.money import expr_apply_rate
-from transforms.params import UNLIMITED, rate, yuan_to_fen
+from transforms.params import UNLIMITED, rate, version_index, yuan_to_fen
 from transforms.resident.inpatient import in_list_on_date
 from transforms.stage import Stage
 
@@ -81,22 +81,21 @@ def lookup(df: pl.DataFrame, policies: Policies, name: str, out: str, *, key: pl
         for k, v in (items or {}).items():
             rows.append((i, str(k), None if v is None else convert(v)))
     table = pl.DataFrame(rows, schema={"__v": pl.Int64, "__k": pl.String, out: dtype}, orient="row")
-    versions = pl.DataFrame({"__since": [v.since for v in p.values], "__v": list(range(len(p.values)))},
-                            schema={"__since": pl.Date, "__v": pl.Int64})
-    left = df.with_row_index("__row").with_columns(
-        (key.cast(pl.String) if key is not None else pl.lit("")).alias("__k"),
-        (need if need is not None else pl.lit(True)).fill_null(False).alias("__need"))
-    joined = (left.sort(date_col).join_asof(versions, left_on=date_col, right_on="__since", strategy="backward")
-              .sort("__row").join(table, on=["__v", "__k"], how="left", maintain_order="left"))
-    bad = joined.filter(pl.col("__need") & pl.col(out).is_null())
-    if bad.height:
-        first = bad.row(0, named=True)
-        at = f"[{first['__k']}]" if key is not None else ""
-        raise MissingParameter(REGION, SCHEME, f"{name}{at}", first[date_col])
+    since = pl.Series([v.since for v in p.values], dtype=pl.Date)
+    # Only the version, key and need columns are joined (the wide line frame is never sorted or copied).
+    narrow = df.select(version_index(df[date_col], since).alias("__v"),
+                       (key.cast(pl.String) if key is not None else pl.lit("")).alias("__k"),
+                       (need if need is not None else pl.lit(True)).fill_null(False).alias("__need"))
+    joined = narrow.join(table, on=["__v", "__k"], how="left", maintain_order="left")
+    bad = joined["__need"] & joined[out].is_null()
+    if bad.any():
+        first = int(bad.arg_true()[0])
+        at = f"[{joined['__k'][first]}]" if key is not None else ""
+        raise MissingParameter(REGION, SCHEME, f"{name}{at}", df[date_col][first])
     if used is not None:
         for v in joined.filter(pl.col("__need"))["__v"].drop_nulls().unique().to_list():
             used.add((REGION, SCHEME, name, p.values[v].assumption))
-    return joined.drop("__row", "__k", "__need", "__since", "__v")
+    return df.with_columns(joined[out])
 
 
 def assistance_class(df: pl.DataFrame, policies: Policies, used: set | None = None,

@@ -18,7 +18,7 @@ from transforms.accumulate import capped_payment
 from transforms.enrich import STAY_LEDGERS
 from transforms.explain import bp_text, code_if, fen_text, when_text
 from transforms.money import expr_apply_rate
-from transforms.params import attach, rate, yuan_to_fen
+from transforms.params import attach, in_dated_list, rate, yuan_to_fen
 from transforms.stage import Stage, mark_handled
 
 REGION, SCHEME = "suizhou", "resident"
@@ -143,12 +143,4 @@ STAGE = Stage(
 def in_list_on_date(lines: pl.DataFrame, policies: Policies, region: str, scheme: str, name: str,
                     used: set, col: str, need: pl.Expr | None = None) -> pl.Series:
     """Whether a line's `col` (a value, or a list of values) is in a dated list parameter on its date."""
-    base = lines.select("setl_date", col, (need if need is not None else pl.lit(True)).alias("__need"))
-    tmp = attach(base, policies, region, scheme, name, "__list",
-                 convert=lambda v: [str(x) for x in (v or [])], dtype=pl.List(pl.String), need=pl.col("__need"),
-                 used=used)
-    if tmp.schema[col] == pl.List(pl.String):
-        hit = pl.col(col).list.set_intersection(pl.col("__list")).list.len() > 0
-    else:
-        hit = pl.col("__list").list.contains(pl.col(col))
-    return tmp.select(hit.fill_null(False).alias("hit"))["hit"]
+    return in_dated_list(lines, policies, region, scheme, name, col, need=need, used=used)
