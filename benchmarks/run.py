@@ -42,6 +42,9 @@ YEAR = 2025
 SEED = 1
 LINES_PER_PERSON = 5.13  # measured on the generator: 195,000 persons → 996,076 lines a year
 SIZES = {"1M": 1_000_000, "5M": 5_000_000, "25M": 25_000_000}
+# Shards by family group (`yibao run --shards N`) per size: a 2-million-line month in four pieces keeps the
+# engine's working set near a 5M-size month's (issue 7: under 8 GiB); override with --shards / BENCH_SHARDS.
+SHARDS = {"1M": 1, "5M": 1, "25M": 4}
 REFERENCE_SLICE = 100_000
 STAGES = ("ingest", "validation", "adjudication", "write")
 
@@ -108,15 +111,17 @@ def output_tables(db: Path) -> list[str]:
         con.close()
 
 
-def month_outputs(db: Path, tables: list[str], month: str) -> dict:
-    """The rows the flow wrote for `month`, per table, as Arrow (tables without a month column, i.e. the persons
-    snapshot every run replaces, whole)."""
+def month_outputs(db: Path, tables: list[str], month: str, whole: bool = True) -> dict:
+    """The rows the flow wrote for `month`, per table, as Arrow; tables without a month column (the persons
+    snapshot, written once per flow run) whole when `whole`."""
     import duckdb
     con = duckdb.connect(str(db), read_only=True)
     try:
         out = {}
         for t in tables:
             cols = {r[0] for r in con.execute(f"DESCRIBE {t}").fetchall()}
+            if "month" not in cols and not whole:
+                continue
             sql = f"FROM {t} WHERE month = ?" if "month" in cols else f"FROM {t}"
             out[t] = con.sql(sql, params=[month] if "month" in cols else None).to_arrow_table()
         return out
@@ -146,7 +151,7 @@ def io_floor(input_dir: Path, db: Path, months: list[str]) -> tuple[float, float
     try:
         con = duckdb.connect(str(work / "floor.duckdb"))
         for month in months:
-            rows = month_outputs(db, tables, month)
+            rows = month_outputs(db, tables, month, whole=month == months[-1])  # as the flow: persons once
             t, c = time.perf_counter(), cpu_s()
             files = month_files(input_dir, month)
             load_registers(input_dir)
@@ -221,7 +226,7 @@ def read_stage_times(path: Path) -> dict[str, float]:
     return {k: round(v, 2) for k, v in got.items()}
 
 
-def measure(size: str) -> dict:
+def measure(size: str, shards: int | None = None) -> dict:
     from flows.settings import prefect_offline_defaults
     prefect_offline_defaults()  # before Prefect is imported: its settings are read at import
     from prefect import flow
@@ -229,12 +234,13 @@ def measure(size: str) -> dict:
     from flows.monthly import month_flow, year_flow
 
     persons = persons_for(SIZES[size])
+    shards = shards or int(os.environ.get("BENCH_SHARDS") or SHARDS[size])
     input_dir, generate_s = ensure_data(persons)
     work = Path(tempfile.mkdtemp(prefix=f"yibao-bench-{size}-"))
     db = work / "bench.duckdb"
     res: dict = {"name": f"year-{size}", "size": size, "persons": persons, "machine": machine(),
                  "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "input": str(input_dir),
-                 "generate_s": None if generate_s is None else round(generate_s, 1)}
+                 "generate_s": None if generate_s is None else round(generate_s, 1), "shards": shards}
     try:
         @flow(name="bench-startup")
         def startup() -> None:
@@ -247,7 +253,7 @@ def measure(size: str) -> dict:
         os.environ["YIBAO_STAGE_TIMES"] = str(work / "year.jsonl")
         print(f"[{size}] year {YEAR}: {persons:,} persons, one flow run …", flush=True)
         t, c = time.perf_counter(), cpu_s()
-        year_flow(YEAR, str(input_dir), str(db))
+        year_flow(YEAR, str(input_dir), str(db), shards=shards)
         res["wall_s"] = round(time.perf_counter() - t, 2)
         res["cpu_s"] = round(cpu_s() - c, 2)
         res["peak_rss_mb"] = rss_mb()
@@ -261,7 +267,7 @@ def measure(size: str) -> dict:
         os.environ["YIBAO_STAGE_TIMES"] = str(work / "month.jsonl")
         last = months[-1]
         t, c = time.perf_counter(), cpu_s()
-        month_flow(last, str(input_dir), str(db), force=True)  # recomputed: an identical rerun is only recorded unchanged
+        month_flow(last, str(input_dir), str(db), force=True, shards=shards)  # recomputed: an identical rerun is only recorded unchanged
         res["month"] = {"month": last, "lines": adjudicated_lines(db, last), "wall_s": round(time.perf_counter() - t, 2),
                         "cpu_s": round(cpu_s() - c, 2), "stage_s": read_stage_times(work / "month.jsonl")}
         print(f"[{size}] rerun of {last}: {res['month']['wall_s']} s", flush=True)
@@ -296,7 +302,7 @@ def write_readme() -> None:
         r = json.loads(p.read_text())
         s = r["stage_s"]
         rows.append(
-            f"| {r['lines']:,} | {r['persons']:,} | {r['wall_s']} | {s['ingest']} / {s['validation']} / "
+            f"| {r['lines']:,} | {r['persons']:,} | {r.get('shards', 1)} | {r['wall_s']} | {s['ingest']} / {s['validation']} / "
             f"{s['adjudication']} / {s['write']} / {s['other']} | {r['peak_rss_mb']:,.0f} | {r['io_floor_s']} | "
             f"**{r['ratio_to_io_floor']}** (CPU {r.get('cpu_ratio_to_io_floor', '–')}) | {r['month']['lines']:,} in "
             f"{r['month']['wall_s']} s, **{r['month']['ratio_to_io_floor']}×** (CPU {r['month'].get('cpu_ratio_to_io_floor', '–')}) | {r['engine_lines_per_s']:,} | {r['reference_lines_per_s']:,} | "
@@ -324,8 +330,8 @@ both, and the reference adjudicator on a {REFERENCE_SLICE:,}-line slice. Details
 Latest figures ({m['cores']} cores, {m['memory_gb']} GiB; seconds; Prefect's start-up is on its own column and
 outside every ratio; stages = ingest / validation / adjudication / write / other (run records, artifacts)):
 
-| lines | persons | year s | stages s | peak RSS MB | I/O floor s | × floor (wall, CPU) | one month (December), × its floor | engine lines/s | reference lines/s | engine ÷ reference | DuckDB MB | Prefect start s | date, load average |
-|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
+| lines | persons | shards | year s | stages s | peak RSS MB | I/O floor s | × floor (wall, CPU) | one month (December), × its floor | engine lines/s | reference lines/s | engine ÷ reference | DuckDB MB | Prefect start s | date, load average |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 {growth}
 Engine lines/s = the year's lines over its adjudication stage (database reads of carried state, output models
@@ -344,10 +350,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1M,5M", help="comma-separated of 1M, 5M, 25M")
     ap.add_argument("--full", action="store_true", help="add 25M (also BENCH_FULL=1)")
+    ap.add_argument("--shards", type=int, help="shards by family group (default per size: " +
+                    ", ".join(f"{k} {v}" for k, v in SHARDS.items()) + ")")
     ap.add_argument("--measure", help=argparse.SUPPRESS)  # internal: one size in this process
     args = ap.parse_args(argv)
     if args.measure:
-        res = measure(args.measure)
+        res = measure(args.measure, args.shards)
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / f"{res['name']}.json").write_text(json.dumps(res, indent=1, ensure_ascii=False) + "\n")
         print(json.dumps({k: v for k, v in res.items() if k not in ("machine", "reference")}, ensure_ascii=False))
@@ -358,7 +366,8 @@ def main(argv: list[str] | None = None) -> None:
     for s in sizes:
         if s not in SIZES:
             raise SystemExit(f"unknown size {s!r}: one of {', '.join(SIZES)}")
-        subprocess.run([sys.executable, __file__, "--measure", s], check=True)
+        subprocess.run([sys.executable, __file__, "--measure", s,
+                        *(["--shards", str(args.shards)] if args.shards else [])], check=True)
     write_readme()
     print(f"written {RESULTS} and benchmarks/README.md")
 

@@ -18,7 +18,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from prefect import flow, get_run_logger, task
 from flows import store
 from flows.ingest import InputFileError, load_registers, month_files, read_table
 from flows.policies import POLICY_ROOT, load_policies
-from flows.reports import person_snapshot
+from flows.reports import person_snapshot, write_person_snapshot
 from schemas.outputs import Accumulators, Adjudicated, MaternityBenefits
 from transforms.contributions import contributions
 from transforms.engine import Adjudication, adjudicate, combine_adjudications, engine_persons, moved_accumulators
@@ -401,13 +401,9 @@ def persist(stage: str, db: str, month: str, run_id: str) -> str:
     record = json.loads((stage_p / "ingest.json").read_text())
     adj = json.loads((stage_p / "adjudicate.json").read_text())
     record.update(assumptions=adj["assumptions"], lines_adjudicated=adj["lines"])
-    regs = _staged_registers(stage_p)
-    last_day = (dt.date(int(month[:4]), int(month[5:]), 28) + dt.timedelta(days=4)).replace(day=1) - dt.timedelta(days=1)
-    snapshot = person_snapshot(regs, on=last_day)
     con = store.connect(db)
     try:
-        # with the masked persons for auditors' views and explain (flows/reports.py): never clear names or IDs
-        store.write_month(con, run_id, month, frames, record, persons=snapshot)
+        store.write_month(con, run_id, month, frames, record)
     finally:
         con.close()
     clock.lap("write")
@@ -423,7 +419,7 @@ class Publication:
     published; their journals (run.json) stay until the copy is published."""
     db: str
     work: str
-    done: list[tuple[str, str, Path]] = field(default_factory=list)
+    done: list[tuple[str, str, Path, str]] = field(default_factory=list)  # month, run_id, stage, input_dir
 
 
 @contextmanager
@@ -432,10 +428,32 @@ def publication(db: str) -> Iterator[Publication]:
     try:
         with store.shadow(db, publish_on_error=True) as work:
             pub = Publication(db=db, work=str(work))
-            yield pub
+            try:
+                yield pub
+            except BaseException:
+                with suppress(Exception):  # the failure itself is what the user must see
+                    _write_persons(pub)
+                raise
+            _write_persons(pub)
     finally:
         if pub is not None:
             _after_publication(pub)
+
+
+def _write_persons(pub: Publication) -> None:
+    """The masked person snapshot (flows/reports.py) as of the last day of the flow's latest committed month:
+    written once per flow, not once per month (each month's replaced the one before; at 5 million persons
+    that is seconds a month)."""
+    if not pub.done:
+        return
+    month, _, _, input_dir = max(pub.done, key=lambda d: d[0])
+    _, last_day = _month_days(month)
+    snapshot = person_snapshot(load_registers(Path(input_dir)), on=last_day)
+    con = store.connect(pub.work)
+    try:
+        write_person_snapshot(con, snapshot)
+    finally:
+        con.close()
 
 
 def _after_publication(pub: Publication) -> None:
@@ -443,7 +461,7 @@ def _after_publication(pub: Publication) -> None:
     a failure there is logged, never turned into a failed run (the month is already in the database)."""
     published = Path(pub.db).exists() and not Path(pub.work).exists()
     logger = get_run_logger()
-    for month, run_id, stage in pub.done:
+    for month, run_id, stage, _ in pub.done:
         if not published:
             continue
         shutil.rmtree(stage, ignore_errors=True)
@@ -518,7 +536,7 @@ def _run_one_month(month: str, input_dir: str, pub: Publication, triggered_by: s
     for p in stage.iterdir():  # the stage's files are no longer needed; the journal stays until published
         if p.name != "run.json":
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-    pub.done.append((month, run_id, stage))
+    pub.done.append((month, run_id, stage, input_dir))
     return run_id, True
 
 

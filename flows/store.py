@@ -104,12 +104,18 @@ MONTH_TABLES = ("settlements", "rejects", "adjudicated", "accumulators", "assist
                 "account_month_end", "maternity_benefits")
 
 
+DUCKDB_MEMORY = "2GB"
+
+
 def connect(db: Path | str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     # DuckDB touches its extension directory; without HOME that fails (STACK-NOTES.md).
     os.environ.setdefault("HOME", str(Path(db).resolve().parent))
     if read_only and not Path(db).exists():
         raise FileNotFoundError(f"database not found: {db} (run `yibao run` or `yibao demo` first)")
-    con = duckdb.connect(str(db), read_only=read_only)
+    # DuckDB's buffer pool defaults to 80% of the machine's memory; the engine (polars) needs its own share
+    # (issue 7: a city's year under 8 GiB): bounded, larger work spills to disk. $YIBAO_DUCKDB_MEMORY overrides.
+    con = duckdb.connect(str(db), read_only=read_only,
+                         config={"memory_limit": os.environ.get("YIBAO_DUCKDB_MEMORY", DUCKDB_MEMORY)})
     if not read_only:
         catalog = catalog_digest()
         try:
@@ -268,17 +274,13 @@ def last_succeeded(con: duckdb.DuckDBPyConnection, month: str) -> dict | None:
 
 
 def write_month(con: duckdb.DuckDBPyConnection, run_id: str, month: str, frames: dict[str, pl.DataFrame],
-                record: dict, persons: pl.DataFrame | None = None) -> None:
-    """Replace everything of `month` with these frames and mark the run succeeded — one transaction; with
-    `persons`, the masked person snapshot (flows/reports.py) is replaced in the same transaction.
+                record: dict) -> None:
+    """Replace everything of `month` with these frames and mark the run succeeded — one transaction.
 
     A rerun replaces the month (no duplicates); a crash inside leaves the database as before.
     """
     con.execute("BEGIN TRANSACTION")
     try:
-        if persons is not None:
-            from flows.reports import replace_persons
-            replace_persons(con, persons)
         for table in MONTH_TABLES:
             con.execute(f"DELETE FROM {table} WHERE month = ?", [month])
             if table not in frames:

@@ -190,7 +190,7 @@ def _adjudicate_once(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], po
                      carried: pl.DataFrame, originals: pl.DataFrame | None,
                      acct: AccountInputs | None = None) -> Adjudication:
     used: set = set()
-    df = enrich(lines, registers).sort(["psn_no", "setl_time", "setl_id"])
+    df = enrich(lines, registers).sort(["psn_no", "setl_time", "setl_id"]).with_row_index("__line")
     df = df.with_columns(pl.col("setl_time").dt.strftime("%Y-%m").alias("month"))
     df = _join_carried(df, carried)
     df = _join_originals(df, originals)
@@ -206,7 +206,7 @@ def _adjudicate_once(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], po
         else:
             parts.append(_pending(part))
     out = pl.concat(parts, how="diagonal_relaxed") if parts else _pending(df)
-    out = out.sort(["psn_no", "setl_time", "setl_id"])
+    out = out.sort("__line")  # back in (person, time) order: one integer key, not three string ones
     out = _totals(_apply_reversals(_zero_missing(out)))
     out, accounts = apply_accounts(out, registers, policies, acct, used)  # own account, family accounts, cash
     out = append_account_note(_explain(out))
@@ -433,11 +433,11 @@ def _explain(df: pl.DataFrame) -> pl.DataFrame:
     ]
     exprs = [emp, xyr, *[e for _, (codes, text) in schemes for e in (*codes, *text)]]
     needed = sorted({c for e in exprs for c in e.meta.root_names()})
-    narrow = df.select(needed).with_row_index("__line")
-    pieces = [narrow.filter(mask).select("__line", join_codes(codes).alias("reason_codes"),
+    narrow = df.select(needed).with_row_index("__row")
+    pieces = [narrow.filter(mask).select("__row", join_codes(codes).alias("reason_codes"),
                                          join_fragments(text).alias("explanation"))
               for mask, (codes, text) in schemes]
-    done = pl.concat(pieces).sort("__line")
+    done = pl.concat(pieces).sort("__row")
     return df.with_columns(done["reason_codes"], done["explanation"])
 
 
