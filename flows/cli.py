@@ -30,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="recompute the month even when its inputs, registers, code and policies are unchanged")
     r.add_argument("--shards", type=int, default=None,
                    help="adjudicate in N shards of whole family groups (docs/scale.md); same result")
+    r.add_argument("--in-place", action="store_true",
+                   help="write the database itself, not a private copy: no copy of the whole file per run, but "
+                        "readers cannot open it while the run lasts (README: Readers and the writer lock)")
     r.add_argument("--dask", metavar="ADDRESS", default=None,
                    help="fan the shards out to a Dask scheduler (tcp://host:8786) or `local` (a LocalCluster)")
 
@@ -160,9 +163,10 @@ def _run(args) -> int:
     if args.dask:
         flow_fn = flow_fn.with_options(task_runner=dask_runner(args.dask))
     if args.month:
-        ids = flow_fn(args.month, input_dir, db, force=args.force, shards=shards, fan_out=bool(args.dask))
+        ids = flow_fn(args.month, input_dir, db, force=args.force, shards=shards, fan_out=bool(args.dask),
+                      in_place=args.in_place)
     else:
-        ids = flow_fn(args.year, input_dir, db, shards=shards, fan_out=bool(args.dask))
+        ids = flow_fn(args.year, input_dir, db, shards=shards, fan_out=bool(args.dask), in_place=args.in_place)
     from flows import store
     con = store.connect(db, read_only=True)
     try:

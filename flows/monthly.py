@@ -423,10 +423,11 @@ class Publication:
 
 
 @contextmanager
-def publication(db: str) -> Iterator[Publication]:
+def publication(db: str, in_place: bool = False) -> Iterator[Publication]:
+    """in_place: the flow writes `db` itself (store.shadow in_place): no copy, readers wait for the flow."""
     pub: Publication | None = None
     try:
-        with store.shadow(db, publish_on_error=True) as work:
+        with store.shadow(db, publish_on_error=True, in_place=in_place) as work:
             pub = Publication(db=db, work=str(work))
             try:
                 yield pub
@@ -459,7 +460,7 @@ def _write_persons(pub: Publication) -> None:
 def _after_publication(pub: Publication) -> None:
     """Journals of published months are dropped; each month's Prefect artifacts (issue 5) are published —
     a failure there is logged, never turned into a failed run (the month is already in the database)."""
-    published = Path(pub.db).exists() and not Path(pub.work).exists()
+    published = Path(pub.db).exists() and (Path(pub.work) == Path(pub.db) or not Path(pub.work).exists())
     logger = get_run_logger()
     for month, run_id, stage, _ in pub.done:
         if not published:
@@ -641,14 +642,14 @@ def writer_lock(db: str):
 
 @flow(name="yibao-month", log_prints=False)
 def month_flow(month: str, input_dir: str, db: str, force: bool = False, shards: int = 1,
-               fan_out: bool = False) -> list[str]:
+               fan_out: bool = False, in_place: bool = False) -> list[str]:
     """Run one month; then re-run the later months already loaded (DATA.md §5: those of that year; later years
     too, because personal-account balances carry across years, POLICY §4.5) — unless the month was unchanged,
     in which case nothing upstream of them changed either. force: recompute even an unchanged month;
     shards/fan_out: adjudicate_step."""
     with writer_lock(db):
         later = _later_loaded(db, month)
-        with publication(db) as pub:  # the month and its cascade are published together
+        with publication(db, in_place) as pub:  # the month and its cascade are published together
             run_id, changed = _run_one_month(month, input_dir, pub, "user", force, shards, fan_out)
             run_ids = [run_id]
             for m, their_input in later:
@@ -661,12 +662,13 @@ def month_flow(month: str, input_dir: str, db: str, force: bool = False, shards:
 
 
 @flow(name="yibao-year", log_prints=False)
-def year_flow(year: int, input_dir: str, db: str, shards: int = 1, fan_out: bool = False) -> list[str]:
+def year_flow(year: int, input_dir: str, db: str, shards: int = 1, fan_out: bool = False,
+              in_place: bool = False) -> list[str]:
     """Every month folder of the year, in order, in one flow run."""
     months = sorted(p.name for p in Path(input_dir).glob(f"{year}-[01][0-9]") if p.is_dir() and MONTH_RE.match(p.name))
     if not months:
         raise RunError(f"no month folders {year}-MM under {input_dir}")
-    with writer_lock(db), publication(db) as pub:  # the year's months are published together
+    with writer_lock(db), publication(db, in_place) as pub:  # the year's months are published together
         return [_run_one_month(m, input_dir, pub, f"year {year}", False, shards, fan_out)[0] for m in months]
 
 

@@ -183,7 +183,7 @@ def begin_run(con: duckdb.DuckDBPyConnection, run: dict) -> None:
 
 
 @contextmanager
-def shadow(db: Path | str, publish_on_error: bool = False) -> Iterator[Path]:
+def shadow(db: Path | str, publish_on_error: bool = False, in_place: bool = False) -> Iterator[Path]:
     """A private copy of the database for the one writer (flows/monthly.py writer_lock), published whole.
 
     DuckDB lets one read-write process or many read-only ones open a file, never both: writing in place would
@@ -194,8 +194,15 @@ def shadow(db: Path | str, publish_on_error: bool = False) -> Iterator[Path]:
     `publish_on_error`: a flow of several months (flows/monthly.py) commits each month in its own transaction
     into one copy, so on a failure the copy holds whole months and the failure's record, and is published.
     A process killed outright publishes nothing.
+
+    `in_place` (`yibao run --in-place`): `db` itself is written, each month in its own DuckDB transaction (a
+    crash rolls back the uncommitted one from DuckDB's write-ahead log); no copy of the file, but no reader can
+    open it until the writer closes it.
     """
     db = Path(db)
+    if in_place:
+        yield db
+        return
     work = db.with_name(db.name + ".next")
     _drop(work)
     if db.exists():
@@ -339,10 +346,10 @@ def carried_accumulators(con: duckdb.DuckDBPyConnection, month: str, persons: li
 def carried_balances(con: duckdb.DuckDBPyConnection, month: str) -> pl.DataFrame:
     """Each account's state at the end of the latest stored month before `month`, whatever the year (personal
     accounts never restart, POLICY §4.5): psn_no, as_of, balc (fen)."""
+    # arg_max is a hash aggregate: no window sorting every stored month's rows (a city's year: tens of millions)
     return fetch_fen(con, """
-        SELECT psn_no, as_of, balc FROM (
-          SELECT psn_no, as_of, balc, row_number() OVER (PARTITION BY psn_no ORDER BY month DESC) rn
-          FROM account_month_end WHERE month < ?) WHERE rn = 1
+        SELECT psn_no, arg_max(as_of, month) AS as_of, arg_max(balc, month) AS balc
+        FROM account_month_end WHERE month < ? GROUP BY psn_no ORDER BY psn_no
     """, [month])
 
 

@@ -167,6 +167,28 @@ def test_readers_read_committed_months_while_a_run_is_in_progress(db, bureau):
     assert q(db, "SELECT count(*) FROM runs WHERE status='succeeded' AND triggered_by='rerun after 2025-02'")[0][0] >= 1
 
 
+def test_in_place_writes_the_same_rows_without_copying_the_database(db, bureau, tmp_path, monkeypatch):
+    """`yibao run --in-place`: the month and its cascade written into the file itself (no `<db>.next`), with
+    the very rows the private-copy run writes."""
+    from flows.monthly import month_flow
+    from tests.builders import table_rows
+    copied = tmp_path / "copied.duckdb"
+    shutil.copy(db, copied)
+    month_flow("2025-02", str(bureau), str(copied), force=True)
+
+    def no_copy(*a, **k):
+        raise AssertionError("the database was copied")
+    monkeypatch.setattr(store.shutil, "copyfile", no_copy)
+    ids = month_flow("2025-02", str(bureau), str(db), force=True, in_place=True)
+    assert len(ids) == 2  # February and its cascade into March
+    assert q(db, "SELECT count(*) FROM runs WHERE list_contains(?::VARCHAR[], run_id) AND status = 'succeeded'",
+             [ids])[0][0] == 2
+    for table in (*store.MONTH_TABLES, "contributions"):
+        assert table_rows(db, table) == table_rows(copied, table), table
+    assert q(db, "FROM persons ORDER BY ALL") == q(copied, "FROM persons ORDER BY ALL")
+    assert not Path(f"{db}.next").exists() and not list((db.parent / ".yibao_runs").glob("*/accepted.parquet"))
+
+
 def test_a_second_writer_process_refuses_at_once_with_one_line(db, bureau):
     from flows.monthly import writer_lock
     with writer_lock(str(db)):

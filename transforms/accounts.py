@@ -57,6 +57,7 @@ from typing import Any
 import polars as pl
 
 from flows.policies import Policies
+from transforms.frames import join_left
 from transforms.accumulate import account_walk_struct
 from transforms.explain import fen_text
 from transforms.money import rate_to_bp
@@ -673,7 +674,7 @@ def _set_line_amounts(df: pl.DataFrame, L: pl.DataFrame, own: pl.DataFrame, aid:
         ]))
     )
     info = info.with_columns(note.alias("acct_note")).select("setl_id", "__acct_pay", "__aid_pay", "acct_note")
-    out = df.drop("acct_note", strict=False).join(info, on="setl_id", how="left", maintain_order="left")
+    out = join_left(df.drop("acct_note", strict=False), info, "setl_id")
     return out.with_columns(
         pl.col("__acct_pay").fill_null(0).alias("acct_pay"), pl.col("__aid_pay").fill_null(0).alias("acct_mulaid_pay"),
     ).drop("__acct_pay", "__aid_pay").with_columns(

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from flows.policies import Policies
+from transforms.frames import join_left
 from transforms.accounts import (
     AccountInputs,
     append_account_note,
@@ -225,14 +226,14 @@ def _join_carried(df: pl.DataFrame, carried: pl.DataFrame) -> pl.DataFrame:
         if name not in wide.columns:
             wide = wide.with_columns(pl.lit(0, pl.Int64).alias(name))
     wide = wide.select(PERSON_YEAR + [pl.col(n).cast(pl.Int64).fill_null(0).alias(f"carried_{n}") for n in plain])
-    df = df.join(wide.with_columns(pl.col("year").cast(pl.Int32)), on=PERSON_YEAR, how="left", maintain_order="left")
+    df = join_left(df, wide.with_columns(pl.col("year").cast(pl.Int32)), PERSON_YEAR)
     df = df.with_columns([pl.col(f"carried_{n}").fill_null(0) for n in plain])
     for prefix, (key, _) in KEYED_ACCUMULATORS.items():  # one value per line: the one of its own key
         mine = (carried.filter(pl.col("name").str.starts_with(f"{prefix}:"))
                 .select("psn_no", pl.col("year").cast(pl.Int32), pl.col("name").str.slice(len(prefix) + 1).alias(key),
                         pl.col("value").cast(pl.Int64).alias(f"carried_{prefix}"))
                 .unique(subset=[*PERSON_YEAR, key], keep="last", maintain_order=True))
-        df = df.join(mine, on=[*PERSON_YEAR, key], how="left", maintain_order="left")
+        df = join_left(df, mine, [*PERSON_YEAR, key])
         df = df.with_columns(pl.col(f"carried_{prefix}").fill_null(0))
     return df
 
@@ -251,7 +252,7 @@ def _join_originals(df: pl.DataFrame, originals: pl.DataFrame | None) -> pl.Data
     orig = originals.select(pl.col("setl_id").alias("orig_setl_id"),
                             *[(-pl.col(c).cast(pl.Int64)).alias(f"rev_{c}") for c in REVERSED_COLUMNS],
                             codes.alias("rev_reason_codes"))
-    return df.join(orig, on="orig_setl_id", how="left", maintain_order="left")
+    return join_left(df, orig.unique("orig_setl_id", keep="last", maintain_order=True), "orig_setl_id")
 
 
 def _apply_reversals(df: pl.DataFrame) -> pl.DataFrame:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from transforms.frames import join_left
+
 # Pooling regions by the first four digits of a county code (DATA.md §3).
 REGION_BY_CITY = {"4213": "suizhou", "4206": "xiangyang"}
 SCHEME_BY_INSUTYPE = {"310": "employee", "390": "resident"}
@@ -79,7 +81,7 @@ def enrich(lines: pl.DataFrame, registers: dict[str, pl.DataFrame]) -> pl.DataFr
                 & (pl.col("cert_enddate").is_null() | (pl.col("setl_date") <= pl.col("cert_enddate"))))
         .group_by("setl_id").agg(pl.col("cert_kind").first(), pl.col("cert_dise_codg").first())
     )
-    out = out.join(claimed, on="setl_id", how="left")
+    out = join_left(out, claimed, "setl_id")
     out = out.with_columns(
         pl.col("insuplc_admdvs").str.slice(0, 4).replace_strict(REGION_BY_CITY, default=None).alias("region"),
         pl.col("insutype").replace_strict(SCHEME_BY_INSUTYPE, default=None).alias("scheme"),
@@ -89,8 +91,7 @@ def enrich(lines: pl.DataFrame, registers: dict[str, pl.DataFrame]) -> pl.DataFr
     )
     # §3.5: the emergency visit (13) of a stay that it turned into (24, same person and mdtrt_id in this batch)
     stays = lines.filter(pl.col("med_type") == "24").select("psn_no", "mdtrt_id").unique()
-    out = out.join(stays.with_columns(pl.lit(True).alias("merged_into_stay")), on=["psn_no", "mdtrt_id"],
-                   how="left", maintain_order="left")
+    out = join_left(out, stays.with_columns(pl.lit(True).alias("merged_into_stay")), ["psn_no", "mdtrt_id"])
     out = out.with_columns(((pl.col("med_type") == "13") & pl.col("merged_into_stay").fill_null(False))
                            .alias("merged_into_stay"))
     out = out.with_columns(ledger_expr().alias("ledger"))

@@ -35,6 +35,7 @@ from __future__ import annotations
 import polars as pl
 
 from flows.policies import Policies
+from transforms.frames import join_left
 from transforms.employee import REGION, SCHEME
 from transforms.explain import when_text
 from transforms.params import attach
@@ -77,8 +78,8 @@ def employment_on_date(lines: pl.DataFrame, employment: pl.DataFrame | None) -> 
         .select("__er", pl.col("psn_type").alias("emp_psn_type"), pl.col("flexible").alias("emp_flexible"),
                 pl.col("benefit").alias("emp_benefit"))
     )
-    df = df.join(on_date, on="__er", how="left", maintain_order="left").drop("__er")
-    df = df.join(first, on="psn_no", how="left", maintain_order="left")
+    df = join_left(df, on_date, "__er").drop("__er")
+    df = join_left(df, first, "psn_no")
     return df.with_columns(
         pl.col("emp_psn_type").replace_strict(STATUS_BY_PSN_TYPE, default=None, return_dtype=pl.String)
         .alias("emp_status"))

@@ -57,6 +57,7 @@ from typing import Any
 import polars as pl
 
 from flows.policies import Policies
+from transforms.frames import join_left
 from transforms.chronic_limit import limit_explanations, limit_fen, within_disease_limit
 from transforms.explain import bp_text, code_if, fen_text, when_text
 from transforms.money import expr_apply_rate
@@ -120,7 +121,7 @@ def _special_disease(df: pl.DataFrame, policies: Policies, used: set, want: pl.E
             .group_by("__r", maintain_order=True).first()
             .select("__r", pl.col("__rate").alias("sd_disease_rate_bp"), pl.col("dise_cert_code").alias("sd_disease_cert"),
                     pl.col("kind").alias("sd_disease_kind")))
-    return df.join(best, on="__r", how="left", maintain_order="left").drop("__r")
+    return join_left(df, best, "__r").drop("__r")
 
 
 def adjudicate_chronic(df: pl.DataFrame, policies: Policies, used: set) -> pl.DataFrame:

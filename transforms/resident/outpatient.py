@@ -47,6 +47,7 @@ import datetime as dt
 import polars as pl
 
 from flows.policies import MissingParameter, Policies
+from transforms.frames import join_left
 from transforms.accumulate import capped_payment, daily_limited, running_before
 from transforms.explain import bp_text, code_if, fen_text, when_text
 from transforms.money import expr_apply_rate
@@ -134,7 +135,7 @@ def _conditions(df: pl.DataFrame, policies: Policies, used: set, mine: pl.Expr) 
         (chronic & cat.is_between(pl.col("__h_lo"), pl.col("__h_hi"))).any().alias("td_excl_h"),
         (chronic & cat.is_between(pl.col("__d_lo"), pl.col("__d_hi"))).any().alias("td_excl_d"),
     )
-    df = df.join(excl, on="__crow", how="left", maintain_order="left").drop("__crow", "__h_lo", "__h_hi",
+    df = join_left(df, excl, "__crow").drop("__crow", "__h_lo", "__h_hi",
                                                                            "__d_lo", "__d_hi")
     df = df.with_columns(pl.col("td_excl_h").fill_null(False), pl.col("td_excl_d").fill_null(False))
     h = pl.col("td_holds_h") & ~pl.col("td_excl_h")
@@ -237,7 +238,7 @@ def adjudicate_outpatient(df: pl.DataFrame, policies: Policies, used: set) -> pl
     scope = day_scope(policies, used, df.filter(is_op)["setl_date"].unique().sort().to_list())
     orig = df.select(pl.col("setl_id").alias("orig_setl_id"), pl.col("setl_date").alias("__o_date"),
                      pl.col("fixmedins_code").alias("__o_inst"), pl.col("__dl").alias("__o_dl"))
-    df = df.join(orig, on="orig_setl_id", how="left", maintain_order="left")
+    df = join_left(df, orig, "orig_setl_id")
     df = df.with_columns(
         pl.when(rev & mine).then(pl.col("rev_hifp_pay").fill_null(0) + pl.col("rev_hifp_cap_cut").fill_null(0))
         .otherwise(0).alias("__rev_amt"),
