@@ -32,7 +32,13 @@ from flows.policies import POLICY_ROOT, load_policies
 from flows.reports import person_snapshot, write_person_snapshot
 from schemas.outputs import Accumulators, Adjudicated, MaternityBenefits
 from transforms.contributions import contributions
-from transforms.engine import Adjudication, adjudicate, combine_adjudications, engine_persons, moved_accumulators
+from transforms.engine import (
+    Adjudication,
+    adjudicate,
+    combine_adjudications,
+    engine_persons,
+    moved_accumulators,
+)
 from transforms.maternity import BENEFIT_SCHEMA, maternity_benefits
 from transforms.resident.application import OUTPUT_SCHEMA as APPLICATION_SCHEMA
 from transforms.resident.application import apply_applications

@@ -57,9 +57,9 @@ from typing import Any
 import polars as pl
 
 from flows.policies import Policies
-from transforms.frames import join_left
 from transforms.accumulate import account_walk_struct
 from transforms.explain import fen_text
+from transforms.frames import join_left
 from transforms.money import rate_to_bp
 from transforms.params import yuan_to_fen
 

@@ -35,9 +35,9 @@ from __future__ import annotations
 import polars as pl
 
 from flows.policies import Policies
-from transforms.frames import join_left
 from transforms.employee import REGION, SCHEME
 from transforms.explain import when_text
+from transforms.frames import join_left
 from transforms.params import attach
 from transforms.stage import Stage
 

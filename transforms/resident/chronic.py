@@ -57,9 +57,9 @@ from typing import Any
 import polars as pl
 
 from flows.policies import Policies
-from transforms.frames import join_left
 from transforms.chronic_limit import limit_explanations, limit_fen, within_disease_limit
 from transforms.explain import bp_text, code_if, fen_text, when_text
+from transforms.frames import join_left
 from transforms.money import expr_apply_rate
 from transforms.params import attach, rate, yuan_to_fen
 from transforms.stage import Stage, mark_handled

@@ -47,9 +47,9 @@ import datetime as dt
 import polars as pl
 
 from flows.policies import MissingParameter, Policies
-from transforms.frames import join_left
 from transforms.accumulate import capped_payment, daily_limited, running_before
 from transforms.explain import bp_text, code_if, fen_text, when_text
+from transforms.frames import join_left
 from transforms.money import expr_apply_rate
 from transforms.params import attach, rate, yuan_to_fen
 from transforms.resident.inpatient import in_list_on_date
