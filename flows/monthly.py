@@ -42,7 +42,7 @@ from transforms.engine import (
 from transforms.maternity import BENEFIT_SCHEMA, maternity_benefits
 from transforms.resident.application import OUTPUT_SCHEMA as APPLICATION_SCHEMA
 from transforms.resident.application import apply_applications
-from transforms.shards import family_groups, restrict, shard_of_persons
+from transforms.shards import family_groups, shard_of_persons, split_by_shard
 from transforms.validate import validate_applications, validate_maternity_events, validate_settlements
 
 REGISTERS = ("persons", "identities", "employment", "certifications", "institutions", "family_bindings",
@@ -265,18 +265,16 @@ def split_shards(stage: str, db: str, month: str, shards: int) -> list[str]:
     inp = _engine_inputs(stage_p, db, month)
     persons = engine_persons(inp["lines"], inp["carried"], inp["balances"])
     assign = shard_of_persons(family_groups(inp["registers"], persons), shards)
-    dirs = []
-    for k in range(shards):
-        d = stage_p / f"shard-{k:03d}"
+    dirs = [stage_p / f"shard-{k:03d}" for k in range(shards)]
+    for d in dirs:
         d.mkdir(exist_ok=True)
-        persons = assign.filter(pl.col("shard") == k).select("psn_no")
-        for name in ("lines", "carried", "balances", "original_ledger"):
-            if inp[name] is not None:
-                restrict(inp[name], persons).write_parquet(d / f"{name}.parquet")
-        for name, frame in inp["registers"].items():
-            restrict(frame, persons).write_parquet(d / f"reg_{name}.parquet")
         inp["originals"].write_parquet(d / "originals.parquet")  # looked up by setl_id: shared whole
-        dirs.append(str(d))
+    for name, frame in [*[(n, inp[n]) for n in ("lines", "carried", "balances", "original_ledger")],
+                        *[(f"reg_{n}", f) for n, f in inp["registers"].items()]]:
+        if frame is not None:
+            for d, part in zip(dirs, split_by_shard(frame, assign, shards), strict=True):
+                part.write_parquet(d / f"{name}.parquet")
+    dirs = [str(d) for d in dirs]
     clock.lap("adjudication")
     return dirs
 
@@ -289,6 +287,7 @@ def adjudicate_shard(shard: str, month: str) -> str:
     read = {n: (pl.read_parquet(d / f"{n}.parquet") if (d / f"{n}.parquet").exists() else None)
             for n in ("lines", "carried", "originals", "balances", "original_ledger")}
     result = adjudicate(read.pop("lines"), _staged_registers(d), load_policies(), **read, period=_month_days(month))
+    result.accumulators = moved_accumulators(result.accumulators, read["carried"])  # combined: only what moved
     _write_outputs(d, result)
     clock.lap("adjudication")
     return shard

@@ -14,7 +14,7 @@ from flows.policies import load_policies
 from flows.sample import write_sample
 from tests.builders import table_rows
 from transforms.engine import adjudicate, adjudicate_shards
-from transforms.shards import family_groups, shard_of_persons
+from transforms.shards import family_groups, restrict, shard_of_persons, split_by_shard
 from transforms.validate import validate_settlements
 
 POL = load_policies()
@@ -32,6 +32,19 @@ def test_family_groups_are_connected_components_of_the_bindings():
     shards = dict(shard_of_persons(family_groups(regs), 2).iter_rows())
     # groups P1, P2, P4 dealt in order to shards 0, 1, 0; a group never splits
     assert shards == {"P1": 0, "P3": 0, "P5": 0, "P2": 1, "P4": 0, "P6": 0}
+
+
+def test_split_by_shard_gives_each_shard_what_restrict_gives_it(two_months):
+    """The flow splits every register and carried frame in one join (split_by_shard): row for row, in order, what
+    restricting the frame to each shard's persons gives — bindings (two person columns) included."""
+    regs, _ = two_months
+    assign = shard_of_persons(family_groups(regs), 3)
+    for name, frame in regs.items():
+        parts = split_by_shard(frame, assign, 3)
+        for k, part in enumerate(parts):
+            assert part.equals(restrict(frame, assign.filter(pl.col("shard") == k).select("psn_no"))), (name, k)
+    assert regs["family_bindings"].height > 0 and sum(p.height for p in split_by_shard(
+        regs["family_bindings"], assign, 3)) == regs["family_bindings"].height
 
 
 @pytest.fixture(scope="module")

@@ -67,6 +67,21 @@ def restrict(frame: pl.DataFrame | None, persons: pl.DataFrame) -> pl.DataFrame 
     return frame.filter(keep)
 
 
+def split_by_shard(frame: pl.DataFrame | None, assign: pl.DataFrame, n: int) -> list[pl.DataFrame | None]:
+    """[restrict(frame, persons of shard k) for k in 0…n−1] in one join and one partition (not n filters of a
+    city's registers): a row goes to the shard of its persons (all of one family group); a frame without person
+    columns is shared whole. `assign`: shard_of_persons."""
+    if frame is None:
+        return [None] * n
+    cols = [c for c in PERSON_COLUMNS if c in frame.columns]
+    if not cols:
+        return [frame] * n
+    tagged = (frame.with_columns(pl.coalesce([pl.col(c) for c in cols]).alias("__p"))
+              .join(assign.rename({"psn_no": "__p"}), on="__p", how="left", maintain_order="left").drop("__p"))
+    parts = tagged.partition_by("shard", as_dict=True, maintain_order=True, include_key=False)
+    return [parts.get((k,), frame.clear()) for k in range(n)]
+
+
 def combine(frames: list[pl.DataFrame], by: str = "psn_no") -> pl.DataFrame:
     """Shards' outputs as one frame in the order of a single run: every engine output is sorted by person
     first, and shards hold disjoint persons, so a stable sort by person restores it exactly."""
