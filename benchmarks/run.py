@@ -333,9 +333,10 @@ def write_readme() -> None:
     text = f"""# Benchmarks
 
 `make bench` (never part of `make test`) runs `benchmarks/run.py`: a synthetic year through the real flow
-(`year_flow`, one flow run), then December again on top of the carried-in accumulators, the I/O floor of
-both, and the reference adjudicator on a {REFERENCE_SLICE:,}-line slice. Details per size in
-`results/year-<size>.json`; sizing for a province in `docs/scale.md`.
+(`year_flow`, one flow run), then December again on top of the carried-in accumulators — through the private copy
+of the database (the default) and `--in-place` —, the I/O floor of both, and the reference adjudicator on a
+{REFERENCE_SLICE:,}-line slice. 25M runs with `--full` (or `BENCH_FULL=1`), in 4 shards. Details per size in
+`results/year-<size>.json`; sizing for a province in `docs/scale.md`; where each target stands in `NOTES.md`.
 
 Latest figures ({m['cores']} cores, {m['memory_gb']} GiB; seconds; Prefect's start-up is on its own column and
 outside every ratio; stages = ingest / validation / adjudication / write / other (run records, artifacts)):
