@@ -249,9 +249,9 @@ def adjudicate_month(stage: str, db: str, month: str, overrides: str | None = No
     stage_p = Path(stage)
     inp = _engine_inputs(stage_p, db, month)
     policies = _policies(overrides)
-    carried = inp["carried"]
     result = adjudicate(inp.pop("lines"), inp.pop("registers"), policies, **inp, period=_month_days(month))
-    _finish_adjudication(stage_p, db, month, result, policies, carried)
+    result.accumulators = moved_accumulators(result.accumulators, inp["carried"])  # what the month changed
+    _finish_adjudication(stage_p, db, month, result, policies)
     clock.lap("adjudication")
     return str(stage_p / "adjudicated.parquet")
 
@@ -297,18 +297,15 @@ def adjudicate_shard(shard: str, month: str) -> str:
 def combine_shards(stage: str, db: str, month: str, shards: list[str]) -> str:
     clock = StageClock(month)
     stage_p = Path(stage)
-    result = combine_adjudications([_read_outputs(Path(d)) for d in shards])
-    carried = pl.concat([pl.read_parquet(Path(d) / "carried.parquet") for d in shards])
-    _finish_adjudication(stage_p, db, month, result, load_policies(), carried)
+    result = combine_adjudications([_read_outputs(Path(d)) for d in shards])  # each shard's moved accumulators
+    _finish_adjudication(stage_p, db, month, result, load_policies())
     for d in shards:
         shutil.rmtree(d, ignore_errors=True)
     clock.lap("adjudication")
     return str(stage_p / "adjudicated.parquet")
 
 
-def _finish_adjudication(stage_p: Path, db: str, month: str, result: Adjudication, policies,
-                         carried: pl.DataFrame) -> None:
-    result.accumulators = moved_accumulators(result.accumulators, carried)  # what the month changed
+def _finish_adjudication(stage_p: Path, db: str, month: str, result: Adjudication, policies) -> None:
     # Output models, eagerly (schema and data), before anything is written (schemas/outputs.py).
     Adjudicated.validate(result.adjudicated, lazy=True)
     Accumulators.validate(result.accumulators, lazy=True)
@@ -466,12 +463,12 @@ def _after_publication(pub: Publication) -> None:
     """Journals of published months are dropped; each month's Prefect artifacts (issue 5) are published —
     a failure there is logged, never turned into a failed run (the month is already in the database)."""
     published = Path(pub.db).exists() and (Path(pub.work) == Path(pub.db) or not Path(pub.work).exists())
+    if not published:
+        return
+    from flows.artifacts import publish
     logger = get_run_logger()
     for month, run_id, stage, _ in pub.done:
-        if not published:
-            continue
         shutil.rmtree(stage, ignore_errors=True)
-        from flows.artifacts import publish
         try:
             publish(pub.db, month, run_id)
         except Exception as e:  # noqa: BLE001 - artifacts are a convenience; the month is committed

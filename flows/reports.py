@@ -400,27 +400,22 @@ def person_snapshot(registers: dict[str, pl.DataFrame], on: dt.date | None = Non
 
 def write_person_snapshot(con: duckdb.DuckDBPyConnection, snapshot: pl.DataFrame) -> None:
     """Replace the `persons` table with a snapshot (one transaction)."""
-    con.execute("BEGIN TRANSACTION")
-    try:
-        replace_persons(con, snapshot)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-
-
-def replace_persons(con: duckdb.DuckDBPyConnection, snapshot: pl.DataFrame) -> None:
-    """The `persons` table's rows replaced by a snapshot, inside the caller's transaction."""
     from flows.views import PERSONS_COLUMNS
 
     bad = set(snapshot.columns) - set(PERSONS_COLUMNS)
     if bad:
         raise ValueError(f"not a masked person snapshot: unexpected columns {sorted(bad)}")
-    con.execute("DELETE FROM persons")
-    con.register("__persons", snapshot)
-    cols = ", ".join(PERSONS_COLUMNS)
-    con.execute(f"INSERT INTO persons ({cols}) SELECT {cols} FROM __persons")
-    con.unregister("__persons")
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("DELETE FROM persons")
+        con.register("__persons", snapshot)
+        cols = ", ".join(PERSONS_COLUMNS)
+        con.execute(f"INSERT INTO persons ({cols}) SELECT {cols} FROM __persons")
+        con.unregister("__persons")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 # ---------------------------------------------------------------- audit: out-of-scope (POLICY §3.10)

@@ -135,8 +135,7 @@ def _conditions(df: pl.DataFrame, policies: Policies, used: set, mine: pl.Expr) 
         (chronic & cat.is_between(pl.col("__h_lo"), pl.col("__h_hi"))).any().alias("td_excl_h"),
         (chronic & cat.is_between(pl.col("__d_lo"), pl.col("__d_hi"))).any().alias("td_excl_d"),
     )
-    df = join_left(df, excl, "__crow").drop("__crow", "__h_lo", "__h_hi",
-                                                                           "__d_lo", "__d_hi")
+    df = join_left(df, excl, "__crow").drop("__crow", "__h_lo", "__h_hi", "__d_lo", "__d_hi")
     df = df.with_columns(pl.col("td_excl_h").fill_null(False), pl.col("td_excl_d").fill_null(False))
     h = pl.col("td_holds_h") & ~pl.col("td_excl_h")
     d = pl.col("td_holds_d") & ~pl.col("td_excl_d")
