@@ -205,9 +205,10 @@ def _engine_inputs(stage_p: Path, db: str, month: str) -> dict:
     accepted = pl.read_parquet(stage_p / "accepted.parquet")
     con = store.connect(db)
     try:
-        carried = store.carried_accumulators(con, month, accepted["psn_no"].unique().to_list())
         rev = accepted.filter(pl.col("orig_setl_id").is_not_null())["orig_setl_id"].to_list()
         originals = store.original_results(con, month, rev)
+        carried = store.carried_accumulators(con, month, accepted["psn_no"].unique().to_list(),
+                                             earlier_years=reversal_years(originals, month))
         balances = store.carried_balances(con, month)  # personal accounts: end of the previous month, any year
         original_ledger = store.original_ledger(con, month, rev)
     finally:
@@ -215,6 +216,15 @@ def _engine_inputs(stage_p: Path, db: str, month: str) -> dict:
     return {"lines": accepted, "registers": _staged_registers(stage_p), "carried": carried,
             "originals": originals, "balances": balances,
             "original_ledger": original_ledger if original_ledger.height else None}
+
+
+def reversal_years(originals: pl.DataFrame, month: str) -> pl.DataFrame | None:
+    """(psn_no, year) of originals settled in a year before the month's: their reversals give back to that year's
+    accumulators (POLICY §1.7), so its state is carried in too."""
+    if originals.height == 0:
+        return None
+    return (originals.select("psn_no", pl.col("setl_time").dt.year().cast(pl.Int32).alias("year"))
+            .filter(pl.col("year") < int(month[:4])).unique())
 
 
 def _write_outputs(stage_p: Path, result: Adjudication) -> None:

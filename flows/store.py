@@ -325,19 +325,27 @@ def loaded_months(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [r[0] for r in rows]
 
 
-def carried_accumulators(con: duckdb.DuckDBPyConnection, month: str, persons: list[str] | None = None) -> pl.DataFrame:
+def carried_accumulators(con: duckdb.DuckDBPyConnection, month: str, persons: list[str] | None = None,
+                         earlier_years: pl.DataFrame | None = None) -> pl.DataFrame:
     """Each person's accumulators at the end of the month before `month`, same year (DESIGN: incremental);
-    only of `persons` when given (the persons of the month: the rest is never read)."""
+    only of `persons` when given (the persons of the month: the rest is never read). earlier_years (psn_no,
+    year): person-years of earlier years to carry as well — the years of the originals this month's reversals
+    give back to (POLICY §1.7), as they stand at the end of the month before `month`."""
     year = int(month[:4])
     sql = """
         SELECT psn_no, year, name, arg_max(value, month) AS value
-        FROM accumulators {join} WHERE year = ? AND month < ? GROUP BY psn_no, year, name
+        FROM accumulators {join} WHERE {year} AND month < ? GROUP BY psn_no, year, name
     """
-    if persons is None:
-        return fetch_fen(con, sql.format(join=""), [year, month]).with_columns(pl.col("year").cast(pl.Int32))
-    con.register("__p", pl.DataFrame({"psn_no": persons}, schema={"psn_no": pl.String}))
+    if persons is None and earlier_years is None:
+        return fetch_fen(con, sql.format(join="", year="year = ?"), [year, month]).with_columns(
+            pl.col("year").cast(pl.Int32))
+    keys = pl.DataFrame({"psn_no": persons or []}, schema={"psn_no": pl.String}).with_columns(
+        pl.lit(year, pl.Int32).alias("year"))
+    if earlier_years is not None:
+        keys = pl.concat([keys, earlier_years.select("psn_no", pl.col("year").cast(pl.Int32))]).unique()
+    con.register("__p", keys)
     try:
-        return (fetch_fen(con, sql.format(join="JOIN __p USING (psn_no)"), [year, month])
+        return (fetch_fen(con, sql.format(join="JOIN __p USING (psn_no, year)", year="true"), [month])
                 .with_columns(pl.col("year").cast(pl.Int32)))
     finally:
         con.unregister("__p")

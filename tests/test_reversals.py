@@ -139,3 +139,72 @@ def test_reversal_of_a_line_paid_partly_from_a_family_members_account():
     assert balances == {"R": yuan(380), "A": yuan(1380)}
     # the accumulators R's visit moved are back at zero
     assert apr.accumulators.filter((pl.col("psn_no") == "R") & (pl.col("value") != 0)).height == 0
+
+
+def test_january_reversal_of_a_december_stay_gives_back_to_the_originals_year():
+    """POLICY §1.7 (revision 3): a reversal gives back to the accumulators of the original's year, whatever month
+    it arrives in. P1, ordinary Suizhou resident, class-A stays at a level-3 city hospital (SZ3: deductible 900,
+    70%, §3.6; annual cap 150,000, §3.7; critical illness threshold 12,000, bands 60/65/75%, §3.8).
+
+    Dec 2025 S1 100,000: hifp (100,000 − 900) × 70% = 69,370; burden 100,000 − 69,370 = 30,630;
+        hifmi F(30,630) = 60% × 18,000 + 65% × 630 = 10,800 + 409.50 = 11,209.50.
+    Jan 2026 R1 reverses S1 (5 January): 2025's counters fall back to 0 (stored as 2025's state at the end of
+        January 2026); 2026's stay untouched.
+    Jan 2026 S2 200,000: hifp (200,000 − 900) × 70% = 139,370 (the whole 150,000 cap is 2026's);
+        burden 60,630: hifmi F(60,630) = 10,800 + 65% × 30,630 = 30,709.50.
+    Feb 2026 S3 100,000: raw 69,370 but the cap leaves 150,000 − 139,370 = 10,630 → hifp 10,630 (before the fix:
+        69,370, the counters having started at −69,370); burden 60,630 + 89,370 = 150,000:
+        F(150,000) = 10,800 + 65% × 70,000 + 75% × 50,000 = 93,800 → hifmi 93,800 − 30,709.50 = 63,090.50.
+    """
+    regs_ = registers([person("P1")])
+    s1 = line("P1", "2025-12-10", "SZ3", a=yuan(100000))
+    r1 = reversal_of(s1, "2026-01-05")
+    s2 = line("P1", "2026-01-10", "SZ3", a=yuan(200000))
+    s3 = line("P1", "2026-02-10", "SZ3", a=yuan(100000))
+    dec = month([s1], regs_)
+    jan = month([r1, s2], regs_, dec)
+    feb = month([s3], regs_, dec, jan)
+
+    assert funds(dec, s1["setl_id"])["hifp_pay"] == yuan(69370)
+    assert funds(dec, s1["setl_id"])["hifmi_pay"] == yuan("11209.50")
+    assert funds(jan, r1["setl_id"])["hifp_pay"] == -yuan(69370)
+    assert funds(jan, s2["setl_id"])["hifp_pay"] == yuan(139370)
+    assert funds(jan, s2["setl_id"])["hifmi_pay"] == yuan("30709.50")
+    assert funds(feb, s3["setl_id"])["hifp_pay"] == yuan(10630)
+    assert funds(feb, s3["setl_id"])["hifp_cap_cut"] == yuan(69370) - yuan(10630)
+    assert funds(feb, s3["setl_id"])["hifmi_pay"] == yuan("63090.50")
+
+    def state(res, year):
+        got = res.accumulators.filter((pl.col("psn_no") == "P1") & (pl.col("year") == year))
+        return {n: v for n, v in got.select("name", "value").iter_rows() if n in ("hifp_paid", "hifmi_burden")}
+    # January's run stores 2025's counters back at zero, and 2026's with S2 only
+    assert state(jan, 2025) == {"hifp_paid": 0, "hifmi_burden": 0}
+    assert state(jan, 2026) == {"hifp_paid": yuan(139370), "hifmi_burden": yuan(60630)}
+    assert state(feb, 2026) == {"hifp_paid": yuan(150000), "hifmi_burden": yuan(150000)}
+
+    # the reference over the same lines in one go agrees to the fen, and keeps 2025 and 2026 apart
+    ref, st_ = adjudicate_reference(lines([s1, r1, s2, s3]).to_dicts(), {k: v.to_dicts() for k, v in regs_.items()},
+                                    POL)
+    engine = pl.concat([dec.adjudicated, jan.adjudicated, feb.adjudicated], how="diagonal_relaxed")
+    assert {r["setl_id"]: tuple(r[c] for c in FUNDS) for r in ref} == {
+        r["setl_id"]: tuple(r[c] for c in FUNDS) for r in engine.iter_rows(named=True)}
+    assert (st_[("P1", 2025, "hifp_paid")], st_[("P1", 2026, "hifp_paid")]) == (0, yuan(150000))
+
+
+def test_january_reversal_of_a_december_visit_leaves_the_new_years_outpatient_deductible_alone():
+    """POLICY §1.7, §4.3: E, a Xiangyang in-service employee (deductible 500 a year, level-1 rate 70%, A-10).
+    Dec 2025: 300 in catalogue at level 1, all of it toward 2025's deductible, pooling 0. Reversed on 5 Jan 2026:
+    2025's deductible used falls back to 0; 2026's stays at 0 (before the fix it became −300, a deductible of 800).
+    Jan 2026: 600 at level 1: 500 to the deductible, (600 − 500) × 70% = 70 paid."""
+    r = regs([person("E", admdvs="420602", insutype="310")], [emp("E", "11", base=yuan(3450))], [],
+             [("E", D(2024, 12, 31), 0)])
+    v = line("E", "2025-12-15", "XA1", med_type="11", a=yuan(300), insutype="310")
+    back = reversal_of(v, "2026-01-05")
+    w = line("E", "2026-01-20", "XA1", med_type="11", a=yuan(600), insutype="310")
+    dec = month([v], r, first=D(2025, 12, 1), last=D(2025, 12, 31))
+    jan = month([back, w], r, dec, first=D(2026, 1, 1), last=D(2026, 1, 31))
+    assert (funds(dec, v["setl_id"])["act_pay_dedc"], funds(dec, v["setl_id"])["hifp_pay"]) == (yuan(300), 0)
+    assert funds(jan, w["setl_id"])["act_pay_dedc"] == yuan(500)
+    assert funds(jan, w["setl_id"])["hifp_pay"] == yuan(70)
+    ref, _ = adjudicate_reference(lines([v, back, w]).to_dicts(), {k: x.to_dicts() for k, x in r.items()}, POL)
+    assert {x["setl_id"]: (x["act_pay_dedc"], x["hifp_pay"]) for x in ref}[w["setl_id"]] == (yuan(500), yuan(70))

@@ -193,6 +193,7 @@ def _adjudicate_once(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], po
     used: set = set()
     df = enrich(lines, registers).sort(["psn_no", "setl_time", "setl_id"]).with_row_index("__line")
     df = df.with_columns(pl.col("setl_time").dt.strftime("%Y-%m").alias("month"))
+    df = _reversal_years(df, originals)
     df = _join_carried(df, carried)
     df = _join_originals(df, originals)
 
@@ -241,6 +242,25 @@ def _join_carried(df: pl.DataFrame, carried: pl.DataFrame) -> pl.DataFrame:
 # Amounts a reversal takes from its original, negated (the input amounts are negated already).
 REVERSED_COLUMNS = [c for c in MONEY_COLUMNS if c not in
                     ("medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "cls_a_amt", "cls_b_amt")]
+
+
+def _reversal_years(df: pl.DataFrame, originals: pl.DataFrame | None) -> pl.DataFrame:
+    """POLICY §1.7: a reversal gives back to the accumulators of its original's year, whatever month it arrives
+    in — a January reversal of a December line lowers December's year and leaves the new year untouched. The
+    accumulator year of a line (`year`, the partition of every running total and of the carried state) is
+    therefore the original's settlement year on a reversal: from the stored original, or from an original of
+    the same batch; the reversal's own year when neither is known (validation requires one)."""
+    known = [df.select(pl.col("setl_id").alias("orig_setl_id"),
+                       pl.col("setl_time").dt.year().cast(pl.Int32).alias("__orig_year"))]
+    if originals is not None and originals.height and "setl_time" in originals.columns:
+        known.append(originals.select(pl.col("setl_id").alias("orig_setl_id"),
+                                      pl.col("setl_time").cast(pl.Datetime("us")).dt.year().cast(pl.Int32)
+                                      .alias("__orig_year")))
+    years = pl.concat(known).unique("orig_setl_id", keep="first", maintain_order=True)
+    df = join_left(df, years, "orig_setl_id")
+    return df.with_columns(
+        pl.when(pl.col("orig_setl_id").is_not_null()).then(pl.coalesce("__orig_year", "year"))
+        .otherwise(pl.col("year")).alias("year")).drop("__orig_year")
 
 
 def _join_originals(df: pl.DataFrame, originals: pl.DataFrame | None) -> pl.DataFrame:

@@ -188,14 +188,18 @@ def _one_line(ctx: Ctx, done: dict) -> dict[str, Any]:
     line = ctx.line
     res: dict[str, Any] = dict.fromkeys(MONEY, 0)
     res.update(setl_id=line["setl_id"], psn_no=line["psn_no"], ledger=ctx.ledger,
-               medfee_sumamt=line["medfee_sumamt"], _acc={})
+               medfee_sumamt=line["medfee_sumamt"], _acc={}, _year=ctx.year)
 
     if line.get("orig_setl_id"):  # POLICY §1.7: undo exactly what the original got, funds and accumulators
         orig = done[line["orig_setl_id"]]
         for k in (*MONEY, "inscp_scp_amt"):
             res[k] = -orig[k]
+        # ... in the accumulators of the original's year, whatever year the reversal arrives in (§1.7)
+        year = orig.get("_year", ctx.year)
+        res["_year"] = year
         for name, amount in orig.get("_acc", {}).items():
-            ctx.add(name, -amount)
+            k = (line["psn_no"], year, name)
+            ctx.state[k] = ctx.state.get(k, 0) - amount
             res["_acc"][name] = -amount
         return _finish(res)
 
