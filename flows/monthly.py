@@ -209,6 +209,14 @@ def _engine_inputs(stage_p: Path, db: str, month: str) -> dict:
         originals = store.original_results(con, month, rev)
         carried = store.carried_accumulators(con, month, accepted["psn_no"].unique().to_list(),
                                              earlier_years=reversal_years(originals, month))
+        opening = opening_state(stage_p, con, month)
+        if opening is not None:  # POLICY §1.13: the year-to-date state of the register, not the store's
+            # stored with the month (persist), as the state at the end of the month before
+            opening.with_columns(pl.lit(previous_month(month)).alias("month")).write_parquet(
+                stage_p / "opening_accumulators.parquet")
+            carried = pl.concat([carried.filter(pl.col("year") != int(month[:4])),
+                                 opening.filter(pl.col("psn_no").is_in(accepted["psn_no"].implode()))
+                                 .select(carried.columns)])
         balances = store.carried_balances(con, month)  # personal accounts: end of the previous month, any year
         original_ledger = store.original_ledger(con, month, rev)
     finally:
@@ -216,6 +224,42 @@ def _engine_inputs(stage_p: Path, db: str, month: str) -> dict:
     return {"lines": accepted, "registers": _staged_registers(stage_p), "carried": carried,
             "originals": originals, "balances": balances,
             "original_ledger": original_ledger if original_ledger.height else None}
+
+
+def _opening_rows(registers_dir: Path, prev: str) -> pl.DataFrame | None:
+    """The opening_accumulators register's rows as of the last day of `prev` (None when it has none)."""
+    p = registers_dir / "reg_opening_accumulators.parquet"
+    if not p.exists():
+        return None
+    rows = pl.read_parquet(p).filter(pl.col("as_of") == _month_days(prev)[1])
+    return rows if rows.height else None
+
+
+def _opening_available(input_dir: str, work: str, prev: str) -> bool:
+    """POLICY §1.13: a month whose previous month is not loaded may start from the opening_accumulators register
+    as of the end of that month, or from an opening state an earlier run of the month stored."""
+    ref = Path(input_dir) / "reference"
+    if any(ref.glob("opening_accumulators.*")):
+        opening = load_registers(Path(input_dir)).get("opening_accumulators")
+        if opening is not None and opening.filter(pl.col("as_of") == _month_days(prev)[1]).height:
+            return True
+    if not Path(work).exists():
+        return False
+    con = store.connect(work, read_only=True)
+    try:
+        return store.has_opening(con, prev)
+    finally:
+        con.close()
+
+
+def opening_state(stage_p: Path, con, month: str) -> pl.DataFrame | None:
+    """psn_no, year, name, value of the register's opening state, when the month starts from it: its previous
+    month (same year) is not loaded and the register holds rows as of that month's last day (POLICY §1.13)."""
+    prev = previous_month(month)
+    if prev is None or prev in store.loaded_months(con):
+        return None
+    rows = _opening_rows(stage_p, prev)
+    return None if rows is None else rows.select("psn_no", pl.col("year").cast(pl.Int32), "name", "value")
 
 
 def reversal_years(originals: pl.DataFrame, month: str) -> pl.DataFrame | None:
@@ -410,6 +454,8 @@ def persist(stage: str, db: str, month: str, run_id: str) -> str:
     }
     if (stage_p / "contributions.parquet").exists():  # absent when the stored year is unchanged
         frames["contributions"] = pl.read_parquet(stage_p / "contributions.parquet")
+    if (stage_p / "opening_accumulators.parquet").exists():  # POLICY §1.13: the month started from it
+        frames["opening_accumulators"] = pl.read_parquet(stage_p / "opening_accumulators.parquet")
     record = json.loads((stage_p / "ingest.json").read_text())
     adj = json.loads((stage_p / "adjudicate.json").read_text())
     record.update(assumptions=adj["assumptions"], lines_adjudicated=adj["lines"])
@@ -505,9 +551,10 @@ def _run_one_month(month: str, input_dir: str, pub: Publication, triggered_by: s
         finally:
             con.close()
     prev = previous_month(month)
-    if prev is not None and prev not in loaded:
+    if prev is not None and prev not in loaded and not _opening_available(input_dir, work, prev):
         raise RunError(f"{month} starts from the accumulators at the end of {prev}, which is not loaded: "
-                       f"run `yibao run --month {prev}` first")
+                       f"run `yibao run --month {prev}` first, or, to start mid-year, load the year-to-date "
+                       f"state as of {_month_days(prev)[1]} as reference/opening_accumulators (POLICY §1.13)")
     run_id = f"{month}-{dt.datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     run = {"run_id": run_id, "month": month, "input_dir": str(Path(input_dir).resolve()),
            "code_version": code_version(), "policy_version": load_policies(POLICY_ROOT).digest,

@@ -302,6 +302,14 @@ def write_month(con: duckdb.DuckDBPyConnection, run_id: str, month: str, frames:
             con.register("__src", df)
             con.execute(_insert_select(con, "contributions", "__src", set(df.columns)))
             con.unregister("__src")
+        if "opening_accumulators" in frames:  # POLICY §1.13: the state the month started from, as the month
+            # before would have stored it (the previous month is not loaded): replaced by every run that starts there
+            df = frames["opening_accumulators"].with_columns(pl.lit(run_id).alias("run_id"))  # month: as of
+            for prev in df["month"].unique().to_list():
+                con.execute("DELETE FROM accumulators WHERE month = ?", [prev])
+            con.register("__src", df)
+            con.execute(_insert_select(con, "accumulators", "__src", set(df.columns)))
+            con.unregister("__src")
         if os.environ.get("YIBAO_FAULT") == "inside_write":  # fault injection for the crash-safety test
             os._exit(70)
         con.execute(
@@ -314,6 +322,11 @@ def write_month(con: duckdb.DuckDBPyConnection, run_id: str, month: str, frames:
     except BaseException:
         con.execute("ROLLBACK")
         raise
+
+
+def has_opening(con: duckdb.DuckDBPyConnection, month: str) -> bool:
+    """Whether an opening state (POLICY §1.13) is stored as the state at the end of `month`, a month not loaded."""
+    return con.execute("SELECT count(*) FROM accumulators WHERE month = ?", [month]).fetchone()[0] > 0
 
 
 def loaded_months(con: duckdb.DuckDBPyConnection) -> list[str]:

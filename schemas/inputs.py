@@ -25,6 +25,7 @@ import pandera.polars as pa
 import polars as pl
 from pandera.api.polars.types import PolarsData
 
+from transforms.accumulator_names import KEYED_PREFIXES, PLAIN_NAMES
 from transforms.reasons import REJECT_REASONS
 
 # ---------------------------------------------------------------- dictionaries (DATA.md §2–§3)
@@ -63,9 +64,9 @@ Datetime = Annotated[pl.Datetime, "us", None]
 
 REGISTER_NAMES = (
     "persons", "identities", "employment", "certifications", "institutions", "family_bindings",
-    "account_balances",
+    "account_balances", "opening_accumulators",
 )
-OPTIONAL_REGISTERS = frozenset({"account_balances"})
+OPTIONAL_REGISTERS = frozenset({"account_balances", "opening_accumulators"})
 
 _MONEY = ("medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "cls_a_amt", "cls_b_amt")
 SETTLEMENT_AMOUNTS = _MONEY  # the amounts a reversal negates and the identity adds up
@@ -373,6 +374,34 @@ class AccountBalanceModel(pa.DataFrameModel):
         unique = ["psn_no", "as_of"]
 
 
+class OpeningAccumulatorModel(pa.DataFrameModel):
+    """Year-to-date state for a bureau starting mid-year (期初累计值, DATA.md §3, POLICY §1.13): one row per
+    person, year and accumulator, as the run of the month `as_of` ends would have stored it. `name` is one of the
+    documented accumulator names (transforms/accumulator_names.py); every one of them is money (yuan)."""
+    psn_no: str = pa.Field(nullable=False, metadata=_m("text"))
+    year: pl.Int32 = pa.Field(nullable=False, metadata=_m("int"))
+    name: str = pa.Field(nullable=False, metadata=_m("text"))
+    value: pl.Int64 = pa.Field(nullable=False, ge=0, metadata=_m("money"))
+    as_of: pl.Date = pa.Field(nullable=False, metadata=_m("date"))
+
+    class Config:
+        name = "opening_accumulators"
+        strict = False
+        unique = ["psn_no", "year", "name"]
+
+    @pa.check("name", name="a documented accumulator name (docs/ACCUMULATORS.md)")
+    def known_name(cls, data: PolarsData) -> pl.LazyFrame:
+        name = pl.col(data.key)
+        prefix = name.str.extract(r"^(\w+):.+$", 1)
+        return data.lazyframe.select(name.is_in(sorted(PLAIN_NAMES)) | prefix.is_in(sorted(KEYED_PREFIXES)).fill_null(False))
+
+    @pa.dataframe_check(name="as_of is the last day of a month of `year`")
+    def as_of_month_end(cls, data: PolarsData) -> pl.LazyFrame:
+        d = pl.col("as_of")
+        return data.lazyframe.select(((d.dt.offset_by("1d").dt.day() == 1) & (d.dt.year() == pl.col("year")))
+                                     .alias("ok"))
+
+
 REGISTER_MODELS: dict[str, type[pa.DataFrameModel]] = {
     "persons": PersonModel,
     "identities": IdentityModel,
@@ -381,6 +410,7 @@ REGISTER_MODELS: dict[str, type[pa.DataFrameModel]] = {
     "institutions": InstitutionModel,
     "family_bindings": FamilyBindingModel,
     "account_balances": AccountBalanceModel,
+    "opening_accumulators": OpeningAccumulatorModel,
 }
 
 

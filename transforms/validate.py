@@ -629,6 +629,7 @@ REFERENCES = (
     ("family_bindings", "authoriser_psn_no"),
     ("family_bindings", "user_psn_no"),
     ("account_balances", "psn_no"),
+    ("opening_accumulators", "psn_no"),
 )
 
 
