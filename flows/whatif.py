@@ -188,7 +188,8 @@ def _attach(con, path: str | Path, alias: str, read_only: bool = False) -> None:
 def seed_state(db: str, scratch: str, year: int) -> str:
     """The scenario's scratch database with the baseline's state before the year: account balances at the end
     of the latest month before it, and the rows of earlier years that the year's reversals and assistance
-    applications read (originals, their account movements, on-application windows and earlier applications)."""
+    applications read (originals, their account movements, on-application windows and earlier applications), and
+    the accumulators of earlier years of the persons whose originals those are (POLICY §1.7)."""
     first, this_year = f"{year:04d}-01", f"{year:04d}-%"
     con = store.connect(scratch)  # the schema; the baseline attached read-only (auditors may be reading it)
     try:
@@ -204,6 +205,10 @@ def seed_state(db: str, scratch: str, year: int) -> str:
                         f"setl_id IN ({origs})", [first, this_year])
             con.execute("INSERT INTO assistance_applications BY NAME SELECT * FROM base.assistance_applications "
                         "WHERE month < ?", [first])
+            # a reversal gives back to its original's year (POLICY §1.7): that year's state of those persons
+            con.execute(f"INSERT INTO accumulators BY NAME SELECT * FROM base.accumulators WHERE year < ? AND "
+                        f"month < ? AND psn_no IN (SELECT psn_no FROM base.adjudicated WHERE setl_id IN ({origs}))",
+                        [year, first, this_year])
         finally:
             con.execute("DETACH base")
     finally:

@@ -420,7 +420,8 @@ def _scheme_fragments(basic: list, later: list) -> tuple[list[pl.Expr], list[pl.
     cap_left = pl.col("hifp_cap") - pl.col("hifp_paid_before")
     text = [
         when_text(pl.col("is_reversal"), "reversal of ", pl.col("orig_setl_id"),
-                  ": every amount of the original negated (POLICY §1.7)"),
+                  ": every amount of the original negated, its accumulators given back to ",
+                  pl.col("year").cast(pl.String), "'s (POLICY §1.7)"),
         pl.concat_str([pl.col("ledger"), pl.lit(", level "), pl.col("hosp_lv").fill_null("?"), pl.lit(" "), where]),
         when_text(pl.col("rule_pending"), "rules for this ledger not implemented yet: funds not computed"),
         pl.concat_str([pl.lit("in scope "), y(pl.col("inscp_scp_amt")), pl.lit(" = class A "), y(pl.col("cls_a_amt")),
