@@ -58,7 +58,8 @@ def _day(draw, lo: int, hi: int) -> dt.date:
 @st.composite
 def periods(draw, pid: str, twins: bool = True) -> list[dict]:
     kind = draw(st.sampled_from(["in_service", "retired", "retired", "retire_mid", "retire_mid", "unretire",
-                                 "in_service", "flexible_mid", "flexible_switch", "new_employer", "none"]))
+                                 "in_service", "flexible_mid", "flexible_switch", "new_employer", "none",
+                                 "contributing"]))
     m = _day(draw, -200, 420)
     long_ago = dt.date(2015, 1, 1)
     out: list[dict] = {
@@ -71,6 +72,10 @@ def periods(draw, pid: str, twins: bool = True) -> list[dict]:
                                     employment(pid, m, flexible=True)],
         "new_employer": lambda: [employment(pid, m)],
         "none": lambda: [],
+        # a retiree still contributing who retired before 2023 (§4.2: 2% of own base if combined, not 95)
+        "contributing": lambda: [dict(employment(pid, long_ago, psn_type="12"), retire_kind="contributing",
+                                      contrib_mode=draw(st.sampled_from(["combined", "combined", "pooling_only"])),
+                                      contrib_base=draw(st.integers(300_000, 900_000)))],
     }[kind]()
     if out and draw(st.integers(0, 2)) == 0:  # a benefit state for a while: an overlapping later period wins (latest begin)
         base = out[-1]
