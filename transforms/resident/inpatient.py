@@ -84,8 +84,10 @@ def adjudicate_stays(lines: pl.DataFrame, policies: Policies, used: set) -> pl.D
     # emergency visit merged into it, §3.5) draws on one deductible: a running total capped at D
     # (primitive 2), carried across months as `stay_ded_used:<mdtrt_id>`. A reversal gives back exactly
     # what its original took.
+    # A held trauma stay line (§3.6, A-28) takes none of the deductible: it moves no accumulator until released.
     toward = (pl.when(~stay).then(0)
               .when(pl.col("is_reversal")).then(pl.col("rev_act_pay_dedc").fill_null(0))
+              .when(pl.col("held_for_review")).then(0)
               .otherwise(pl.max_horizontal(base, 0)))
     lines = lines.with_columns(pl.when(stay).then(ded).otherwise(0).alias("deductible_fen"))
     lines = lines.with_columns(
