@@ -192,7 +192,7 @@ def _adjudicate_once(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], po
                      carried: pl.DataFrame, originals: pl.DataFrame | None,
                      acct: AccountInputs | None = None) -> Adjudication:
     used: set = set()
-    df = enrich(lines, registers).sort(["psn_no", "setl_time", "setl_id"]).with_row_index("__line")
+    df = enrich(lines, registers, policies, used).sort(["psn_no", "setl_time", "setl_id"]).with_row_index("__line")
     df = df.with_columns(pl.col("setl_time").dt.strftime("%Y-%m").alias("month"))
     df = _join_carried(df, carried)
     df = _join_originals(df, originals)

@@ -28,7 +28,7 @@ def rural_low_income(ctx: Ctx) -> bool:
 
 
 def out_of_scope(res: dict, ctx: Ctx) -> None:
-    if res.get("_held") or not rural_low_income(ctx) or ctx.ledger not in ctx.val("out_of_scope.ledgers"):
+    if res.get("_held_inert") or not rural_low_income(ctx) or ctx.ledger not in ctx.val("out_of_scope.ledgers"):
         return
     table = {str(k): {str(lv): v for lv, v in by_lv.items()} for k, by_lv in ctx.val("out_of_scope.limit").items()}
     limit = table[relation(ctx)][ctx.level]

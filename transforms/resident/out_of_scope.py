@@ -103,7 +103,7 @@ def control_out_of_scope(df: pl.DataFrame, policies: Policies, used: set) -> pl.
     df = df.with_columns(rli.alias("oos_rural_low_income")).drop("__rli_id", "__req_rural")
     ledger_ok = in_list_on_date(df, policies, REGION, SCHEME, f"{TOPIC}.ledgers", used, "ledger",
                                 need=pl.col("oos_rural_low_income"))
-    held = pl.col("held_for_review").fill_null(False) if "held_for_review" in df.columns else pl.lit(False)
+    held = pl.col("held_inert").fill_null(False) if "held_inert" in df.columns else pl.lit(False)
     df = df.with_columns((pl.col("oos_rural_low_income") & ledger_ok & ~held).alias("oos_controlled"))
     df = _attach_limit(df, policies, used, need=pl.col("oos_controlled"))
 
