@@ -132,7 +132,7 @@ def residents(draw, persons: list, certs: list, rows: list) -> None:
             row = line(pid, when.strftime("%Y-%m-%d %H:%M:%S"), inst, med_type=med_type, insutype="390",
                        a=draw(st.integers(0, a_max)), b=draw(st.integers(0, b_max)),
                        own=draw(st.integers(0, 50_000)), over=draw(st.integers(0, 5_000)))
-            if med_type in CERT_MED_TYPES:
+            if med_type in (*CERT_MED_TYPES, "41"):  # §3.4 A-25: a pharmacy purchase under a certification too
                 valid = [c[1] for c in certs if c[0] == pid and _cert_valid(c, when.date())]
                 row["dise_cert_code"] = draw(st.sampled_from([None, *valid]))
             mine.append(row)
@@ -201,7 +201,7 @@ def population(draw, twins: bool = True):
             stays = [m for m in mine if m["med_type"] in STAY_MED_TYPES and m["med_type"] != "13"]
             if med_type in STAY_MED_TYPES and med_type != "13" and stays and draw(st.integers(0, 2)) == 0:
                 row["mdtrt_id"] = draw(st.sampled_from(stays))["mdtrt_id"]
-            if med_type in CERT_MED_TYPES:  # validation lets only a certification valid on the date through
+            if med_type in (*CERT_MED_TYPES, "41"):  # validation lets only a valid certification through (A-25: 41 too)
                 valid = [c[1] for c in certs if c[0] == pid and _cert_valid(c, when.date())]
                 row["dise_cert_code"] = draw(st.sampled_from([None, *valid]))
             mine.append(row)

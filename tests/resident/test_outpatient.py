@@ -279,6 +279,30 @@ def test_ceiling_rising_mid_year_after_it_cut_a_pooling_line():
     agrees_with_reference(rows, regs)
 
 
+def test_a25_pharmacy_purchases_under_a_certification_take_its_ledger():
+    """§3.4 A-25 (issue 13 item 10): a pharmacy purchase (41 at PH1) claimed under a certification valid on the date
+    is adjudicated on that certification's ledger.
+    Chronic C1 (I25.1): chronic ledger, 60%, no deductible (A-3), within the 10,000 limit: 1,000 → 600.
+    Hypertension HT, prescribed at SZ1 (level 1): two-disease, 50% × 300 = 150, under the 450 ceiling (§3.3).
+    Hypertension HT without a prescribing institution: two-disease with no level to pay at → 0.
+    No certification: the pharmacy rules of the scheme (no resident pharmacy benefit) → 0."""
+    regs = regs_with([person("P1")], certifications=[cert("P1", "C1", "chronic", "I25.1"),
+                                                     cert("P1", "HT", "hypertension", "I10")],
+                     extra_institutions=[PHARMACY])
+    rows = [line("P1", "2025-03-01", "PH1", "41", a=yuan(1000), dise_cert_code="C1"),
+            line("P1", "2025-03-02", "PH1", "41", a=yuan(300), dise_cert_code="HT", presc_fixmedins_code="SZ1"),
+            line("P1", "2025-03-03", "PH1", "41", a=yuan(300), dise_cert_code="HT"),
+            line("P1", "2025-03-04", "PH1", "41", a=yuan(300))]
+    res = run(rows, regs)
+    got = [by_id(res)[r["setl_id"]] for r in rows]
+    assert [g["ledger"] for g in got] == ["chronic", "two_disease", "two_disease", "pharmacy"]
+    assert [g["hifp_pay"] for g in got] == [yuan(600), yuan(150), 0, 0]  # 60% × 1,000; 50% × 300; no level; none
+    assert "PHARMACY_NOT_COVERED" in got[2]["reason_codes"] and "PHARMACY_NOT_COVERED" in got[3]["reason_codes"]
+    assert acc(res, "two_disease_paid") == yuan(150) and acc(res, "chronic_limit_used:C1") == yuan(1000)
+    assert ("suizhou", "resident", "outpatient_pool.pharmacy_certification_ledgers", "A-25") in res.used
+    agrees_with_reference(rows, regs)
+
+
 def test_limits_count_what_the_fund_paid_after_the_annual_cap():
     """§3.2 (rev. 3, issue 13 item 7): the daily limit and the 350 cap count what the fund actually paid after the
     150,000 annual cap (§3.7). Carried in: basic fund 140,000 paid, outpatient pooling 300 of 350.
