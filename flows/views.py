@@ -135,8 +135,8 @@ SELECT s.month, s.setl_id, s.mdtrt_id, s.psn_no, p.psn_name_masked, p.certno_mas
   CAST(CAST(l.limit_bp AS DECIMAL(18,0)) * CAST(0.0001 AS DECIMAL(5,4)) AS DECIMAL(9,4)) AS limit_rate,
   list_has_any(s.codes, ['OUT_OF_SCOPE_VIOLATION', 'OUT_OF_SCOPE_EXCESS_TO_INSTITUTION']) AS violation,
   CAST(CASE WHEN list_has_any(s.codes, ['OUT_OF_SCOPE_VIOLATION', 'OUT_OF_SCOPE_EXCESS_TO_INSTITUTION'])
-    THEN s.out_of_scope_amt - round(CAST(l.limit_bp AS DECIMAL(18,0)) * CAST(s.medfee_sumamt AS DECIMAL(38,2))
-                                    * CAST(0.0001 AS DECIMAL(5,4)), 2)
+    THEN round(s.out_of_scope_amt - CAST(l.limit_bp AS DECIMAL(18,0)) * CAST(s.medfee_sumamt AS DECIMAL(38,2))
+                                    * CAST(0.0001 AS DECIMAL(5,4)), 2)  -- §3.10: rounded once, half up
     ELSE 0 END AS DECIMAL(18,2)) AS excess_amt,
   list_contains(s.codes, 'OUT_OF_SCOPE_EXCESS_TO_INSTITUTION') AS excess_to_institution,
   s.hosp_part_amt, s.fund_pay_sumamt, s.psn_part_amt,

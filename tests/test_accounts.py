@@ -152,6 +152,11 @@ def test_e5_in_service_credit_before_and_after_the_reform():
     (emp("E", "12", mode=None, kind="backpay_pooling_only", begin=D(2020, 3, 1)), yuan(95)),  # retired by the cutoff
     (emp("E", "12", mode="combined", base=yuan(5000), kind="contributing", begin=D(2023, 1, 15)), yuan(100)),
     (emp("E", "12", mode="pooling_only", base=yuan(5000), kind="contributing", begin=D(2023, 1, 15)), 0),
+    # §4.2 rev. 3: still contributing, retired before the cutoff: 2% of own base, not 95: 5,000 × 2% = 100.00
+    (emp("E", "12", mode="combined", base=yuan(5000), kind="contributing", begin=D(2021, 6, 1)), yuan(100)),
+    # …and 3,450 × 2% = 69.00 (not the 95 of the retired-by-2022-12-31 row)
+    (emp("E", "12", mode="combined", base=yuan(3450), kind="contributing", begin=D(2022, 12, 31)), yuan(69)),
+    (emp("E", "12", mode="pooling_only", base=yuan(5000), kind="contributing", begin=D(2020, 3, 1)), 0),  # nothing
     (emp("E", base=None, flexible=True), yuan(69)),  # flexible worker without a base: the single base 3,450
 ])
 def test_credit_by_kind(row, expected):
@@ -316,7 +321,8 @@ def families(draw):
             kind = draw(st.sampled_from(["in_service", "pooling", "retired", "contributing"]))
             benefit = draw(st.sampled_from(["normal", "normal", "normal", "suspended", "arrears", "terminated",
                                             "unverified"]))
-            begin = D(2025, 1, 1) + dt.timedelta(days=draw(st.integers(-400, 200)))
+            # contributing retirees also retired before the 2022-12-31 cutoff (§4.2: 2%, not 95)
+            begin = D(2025, 1, 1) + dt.timedelta(days=draw(st.integers(-1200 if kind == "contributing" else -400, 200)))
             row = {"in_service": emp(p, base=draw(st.integers(300_000, 900_000))),
                    "pooling": emp(p, mode="pooling_only", base=300_000),
                    "retired": emp(p, "12", mode=None, kind="normal"),

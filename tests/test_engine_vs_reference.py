@@ -82,6 +82,12 @@ def population(draw):
                              dise_cert_code=draw(st.sampled_from([None, *codes])) if med_type == "9901" else None,
                              presc_fixmedins_code=draw(st.sampled_from([None, "SZ1", "SZ3"]))
                              if inst == "PH1" else None))
+            if med_type == "22" and draw(st.booleans()):  # §3.6 A-28: a trauma stay released by a later line
+                release = mine[-1]["setl_time"] + dt.timedelta(days=draw(st.integers(0, 20)), minutes=5)
+                mine.append(line(pid, release.strftime("%Y-%m-%d %H:%M:%S"), inst, med_type="22",
+                                 a=draw(st.integers(0, 300_000)), own=draw(st.integers(0, 80_000)),
+                                 over=draw(st.integers(0, 20_000)), mdtrt_id=mine[-1]["mdtrt_id"],
+                                 trauma_report_no=draw(st.sampled_from([None, "R1", "R1"]))))
             # §3.5/A-5: a second line of the same stay or visit. Within one month only: an emergency visit is
             # merged into its stay only when both are in the same monthly batch (known limitation, README).
             if (len(mine) > 1 and draw(st.integers(0, 4)) == 0
@@ -101,14 +107,48 @@ def population(draw):
                         certs.append((pid, f"{pid}K{len(certs)}", codg, kind, begin, end))
                         code = certs[-1][1] if k == 0 else code
                 mine[-1].update(dise_cert_code=code, dise_codg=draw(st.sampled_from(DIAGNOSES)))
+        if draw(st.integers(0, 2)) == 0:
+            mine += draw(near_annual_cap(pid, codes))
         rows += mine
-        if mine and draw(st.booleans()):
-            orig = draw(st.sampled_from(mine))
+        reversed_ids = {m["orig_setl_id"] for m in mine if m.get("orig_setl_id")}
+        candidates = [m for m in mine if not m.get("orig_setl_id") and m["setl_id"] not in reversed_ids]
+        if candidates and draw(st.booleans()):
+            orig = draw(st.sampled_from(candidates))
             later = orig["setl_time"] + dt.timedelta(days=draw(st.integers(0, 40)), seconds=1)
             cert = next((c for c in certs if c[1] == orig["dise_cert_code"]), None)
             if orig["med_type"] not in CERT_MED_TYPES or cert is None or _cert_valid(cert, later.date()):
                 rows.append(reversal_of(orig, later.strftime("%Y-%m-%d %H:%M:%S")))  # else CERT_INVALID
     return persons, idents, rows, (certs, enabled)
+
+
+@st.composite
+def near_annual_cap(draw, pid: str, codes: list[str]) -> list[dict]:
+    """§3.2 with §3.7: a stay that takes the basic fund close to (or past) its 150,000 cap, then outpatient-pooling
+    and two-disease lines (some on one day, at one institution) that the annual cap cuts — the 350 cap, the
+    daily limits and the two-disease ceiling count only what was paid; the stay may be reversed in the batch."""
+    start = dt.datetime(2025, 1, 1, 8) + dt.timedelta(days=draw(st.integers(0, 300)))
+    # SZ2, 80% after 500: A 187,000–188,300 pays 149,200–150,240
+    out = [line(pid, start.strftime("%Y-%m-%d %H:%M:%S"), "SZ2", med_type="21",
+                a=draw(st.integers(18_700_000, 18_830_000)))]
+    t = start
+    for _ in range(draw(st.integers(1, 6))):
+        t += dt.timedelta(minutes=draw(st.sampled_from([1, 30, 60 * 24, 60 * 24 * 20])))
+        med_type = draw(st.sampled_from(["11", "11", "13", "51", "9901"]))
+        inst = draw(st.sampled_from(["SZ1", "SZV", "SZ2"] if med_type != "11" else ["SZ1", "SZV"]))
+        out.append(line(pid, t.strftime("%Y-%m-%d %H:%M:%S"), inst, med_type=med_type,
+                        a=draw(st.integers(0, 120_000)), b=draw(st.integers(0, 20_000)),
+                        dise_cert_code=draw(st.sampled_from([None, *codes])) if med_type == "9901" else None))
+    if draw(st.booleans()):  # another stay eats the rest of the cap
+        t += dt.timedelta(minutes=draw(st.integers(1, 3000)))
+        out.append(line(pid, t.strftime("%Y-%m-%d %H:%M:%S"), "SZ3", med_type="21", a=draw(st.integers(0, 200_000))))
+    if draw(st.booleans()):  # the first stay reversed in the same batch: annual-cap room given back
+        t += dt.timedelta(minutes=draw(st.integers(1, 3000)))
+        out.append(reversal_of(out[0], t.strftime("%Y-%m-%d %H:%M:%S")))
+        for _ in range(draw(st.integers(0, 3))):
+            t += dt.timedelta(minutes=draw(st.sampled_from([1, 30, 60 * 24])))
+            out.append(line(pid, t.strftime("%Y-%m-%d %H:%M:%S"), draw(st.sampled_from(["SZ1", "SZV"])),
+                            med_type="11", a=draw(st.integers(0, 120_000))))
+    return out
 
 
 def _cert_valid(cert: tuple, on: dt.date) -> bool:

@@ -175,6 +175,20 @@ def test_out_of_scope_view_keeps_the_limit_each_stay_was_judged_by(db, tmp_path)
         c.close()
 
 
+def test_out_of_scope_view_rounds_the_excess_once(tmp_path):
+    """§3.10 (rev. 3): the view's excess is round(out_of_scope − limit × total), as the stored hosp_part_amt:
+    P1 at SZ1 (in county, level 1, 3%): total 10,000.50, out of catalogue 400 → 400 − 300.015 = 99.985 → 99.99
+    (not 400 − round(300.015) = 99.98)."""
+    db = build_db(tmp_path / "round.duckdb", _registers(),
+                  [line("P1", "2025-03-05", "SZ1", a=yuan("9600.50"), own=yuan(400), setl_id="R1")])
+    c = duckdb.connect(str(db), read_only=True)
+    try:
+        got = c.execute("SELECT excess_amt, hosp_part_amt FROM v_out_of_scope_stays WHERE setl_id = 'R1'").fetchall()
+    finally:
+        c.close()
+    assert got == [(Decimal("99.99"), Decimal("99.99"))]  # round(99.985), borne by the institution
+
+
 def test_out_of_scope_by_institution_hand_computed(con):
     got = {(r["fixmedins_code"], r["month"]): r for r in rows(con, "SELECT * FROM v_out_of_scope_by_institution")}
     # SZ2 2025-03 held only L1, reversed in April: no live stay there

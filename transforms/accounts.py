@@ -261,12 +261,15 @@ def monthly_credits(registers: dict[str, pl.DataFrame], policies: Policies, stat
             pl.when(mode == "pooling_only").then(pl.lit("credit_in_service_pooling_only"))
             .when(age >= pl.col("age_split")).then(pl.lit("credit_in_service_from_45"))
             .otherwise(pl.lit("credit_in_service_under_45")))
+        # §4.2: a retiree still contributing has not met the years, so the "retired by 2022-12-31" row does not
+        # apply to them whatever their retirement date: their own mode decides first
+        .when((kind == "contributing") & (mode == "pooling_only")).then(pl.lit("credit_retired_contributing_pooling_only"))
+        .when((kind == "contributing") & (mode == "combined")).then(pl.lit("credit_retired_contributing_combined"))
+        .when(kind == "contributing").then(pl.lit("?"))
         .when(pl.col("retired_on") <= pl.col("cutoff")).then(pl.lit("credit_retired_by_reform"))
         .when(kind == "normal").then(pl.lit("credit_retired_normal"))
         .when(kind == "backpay_pooling_only").then(pl.lit("credit_retired_backpay_pooling_only"))
         .when(kind == "backpay_mixed").then(pl.lit("credit_retired_backpay_mixed"))
-        .when((kind == "contributing") & (mode == "pooling_only")).then(pl.lit("credit_retired_contributing_pooling_only"))
-        .when((kind == "contributing") & (mode == "combined")).then(pl.lit("credit_retired_contributing_combined"))
         .otherwise(pl.lit("?"))
     )
     j = j.with_columns(rule.alias("credit_rule")).filter(pl.col("credit_rule").is_not_null())

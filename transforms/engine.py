@@ -32,6 +32,7 @@ from transforms.enrich import enrich
 from transforms.explain import code_if, fen_text, join_codes, join_fragments, when_text
 from transforms.frames import join_left
 from transforms.params import attach, yuan_to_fen
+from transforms.resident import outpatient as resident_outpatient
 from transforms.resident import stages as resident_stages
 from transforms.resident import xiangyang as xy_resident
 from transforms.resident.inpatient import class_b_preselfpay
@@ -191,7 +192,7 @@ def _adjudicate_once(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], po
                      carried: pl.DataFrame, originals: pl.DataFrame | None,
                      acct: AccountInputs | None = None) -> Adjudication:
     used: set = set()
-    df = enrich(lines, registers).sort(["psn_no", "setl_time", "setl_id"]).with_row_index("__line")
+    df = enrich(lines, registers, policies, used).sort(["psn_no", "setl_time", "setl_id"]).with_row_index("__line")
     df = df.with_columns(pl.col("setl_time").dt.strftime("%Y-%m").alias("month"))
     df = _reversal_years(df, originals)
     df = _join_carried(df, carried)
@@ -305,6 +306,7 @@ def _suizhou_resident(part: pl.DataFrame, policies: Policies, used: set) -> pl.D
         part = stage.run(part, policies, used)
     part = part.with_columns((~pl.col("handled")).alias("rule_pending"))
     part = _annual_cap(part, policies, used, region, scheme)
+    part = resident_outpatient.after_annual_cap(part, policies, used)  # §3.2: limits count what was paid
     for stage in resident_stages.LATER:
         part = stage.run(part, policies, used)
     return part

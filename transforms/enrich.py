@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import polars as pl
 
+from flows.policies import Policies
 from transforms.frames import join_left
+from transforms.params import in_dated_list
 
 # Pooling regions by the first four digits of a county code (DATA.md §3).
 REGION_BY_CITY = {"4213": "suizhou", "4206": "xiangyang"}
 SCHEME_BY_INSUTYPE = {"310": "employee", "390": "resident"}
 
 STAY_LEDGERS = ("inpatient", "maternity", "day_surgery")
+# §3.4 A-25: the ledger of a certification kind (DATA.md §3), where a pharmacy purchase claimed under it goes
+CERT_LEDGER = {"hypertension": "two_disease", "diabetes": "two_disease", "chronic": "chronic", "special": "chronic",
+               "special_transplant": "chronic", "special_dialysis": "chronic", "special_mental": "chronic",
+               "special_drug": "special_drug"}
+PHARMACY_CERT_LEDGERS = "outpatient_pool.pharmacy_certification_ledgers"  # the parameter of A-25, per scheme
 
 
 def ledger_expr() -> pl.Expr:
@@ -38,7 +45,30 @@ def ledger_expr() -> pl.Expr:
     )
 
 
-def enrich(lines: pl.DataFrame, registers: dict[str, pl.DataFrame]) -> pl.DataFrame:
+def pharmacy_on_certification(out: pl.DataFrame, policies: Policies, used: set | None) -> pl.DataFrame:
+    """§3.4 A-25: a pharmacy purchase (41) claimed under a certification valid on the date is adjudicated on that
+    certification's ledger (CERT_LEDGER) when its scheme has the ledger — the list
+    `outpatient_pool.pharmacy_certification_ledgers` of the line's region and scheme on its date; otherwise it
+    follows the pharmacy rules of its scheme (ledger pharmacy)."""
+    claimed = (pl.col("med_type") == "41") & pl.col("cert_kind").is_not_null() & pl.col("region").is_not_null()
+    sub = (out.with_row_index("__row").filter(claimed)
+           .select("__row", "region", "scheme", "setl_date",
+                   pl.col("cert_kind").replace_strict(CERT_LEDGER, default=None).alias("__cert_ledger")))
+    if sub.height == 0:
+        return out
+    hit = pl.Series("hit", [False] * sub.height, dtype=pl.Boolean)
+    for region, scheme in sub.select("region", "scheme").unique().drop_nulls().iter_rows():
+        mine = (sub["region"] == region) & (sub["scheme"] == scheme)
+        listed = in_dated_list(sub, policies, region, scheme, PHARMACY_CERT_LEDGERS, "__cert_ledger",
+                               need=pl.lit(mine), used=used)
+        hit = hit | (mine & listed)
+    ledger = sub["__cert_ledger"].zip_with(hit, pl.Series("ledger", ["pharmacy"] * sub.height, dtype=pl.String))
+    return out.with_columns(out["ledger"].scatter(sub["__row"], ledger))
+
+
+def enrich(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], policies: Policies | None = None,
+           used: set | None = None) -> pl.DataFrame:
+    """The enriched lines; with `policies`, pharmacy purchases under a certification take its ledger (A-25)."""
     persons = registers["persons"].select(
         "psn_no",
         pl.col("insutype").alias("psn_insutype"),
@@ -95,6 +125,8 @@ def enrich(lines: pl.DataFrame, registers: dict[str, pl.DataFrame]) -> pl.DataFr
     out = out.with_columns(((pl.col("med_type") == "13") & pl.col("merged_into_stay").fill_null(False))
                            .alias("merged_into_stay"))
     out = out.with_columns(ledger_expr().alias("ledger"))
+    if policies is not None:
+        out = pharmacy_on_certification(out, policies, used)
     # POLICY §1.9: an out-of-city line without offsite_type is 101 when it is an emergency, else 903.
     emergency = (pl.col("med_type") == "24") | pl.col("is_emergency_rescue") | pl.col("merged_into_stay")
     out = out.with_columns(

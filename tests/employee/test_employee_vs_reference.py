@@ -58,7 +58,8 @@ def _day(draw, lo: int, hi: int) -> dt.date:
 @st.composite
 def periods(draw, pid: str, twins: bool = True) -> list[dict]:
     kind = draw(st.sampled_from(["in_service", "retired", "retired", "retire_mid", "retire_mid", "unretire",
-                                 "in_service", "flexible_mid", "flexible_switch", "new_employer", "none"]))
+                                 "in_service", "flexible_mid", "flexible_switch", "new_employer", "none",
+                                 "contributing"]))
     m = _day(draw, -200, 420)
     long_ago = dt.date(2015, 1, 1)
     out: list[dict] = {
@@ -71,6 +72,10 @@ def periods(draw, pid: str, twins: bool = True) -> list[dict]:
                                     employment(pid, m, flexible=True)],
         "new_employer": lambda: [employment(pid, m)],
         "none": lambda: [],
+        # a retiree still contributing who retired before 2023 (§4.2: 2% of own base if combined, not 95)
+        "contributing": lambda: [dict(employment(pid, long_ago, psn_type="12"), retire_kind="contributing",
+                                      contrib_mode=draw(st.sampled_from(["combined", "combined", "pooling_only"])),
+                                      contrib_base=draw(st.integers(300_000, 900_000)))],
     }[kind]()
     if out and draw(st.integers(0, 2)) == 0:  # a benefit state for a while: an overlapping later period wins (latest begin)
         base = out[-1]
@@ -127,7 +132,7 @@ def residents(draw, persons: list, certs: list, rows: list) -> None:
             row = line(pid, when.strftime("%Y-%m-%d %H:%M:%S"), inst, med_type=med_type, insutype="390",
                        a=draw(st.integers(0, a_max)), b=draw(st.integers(0, b_max)),
                        own=draw(st.integers(0, 50_000)), over=draw(st.integers(0, 5_000)))
-            if med_type in CERT_MED_TYPES:
+            if med_type in (*CERT_MED_TYPES, "41"):  # §3.4 A-25: a pharmacy purchase under a certification too
                 valid = [c[1] for c in certs if c[0] == pid and _cert_valid(c, when.date())]
                 row["dise_cert_code"] = draw(st.sampled_from([None, *valid]))
             mine.append(row)
@@ -196,7 +201,7 @@ def population(draw, twins: bool = True):
             stays = [m for m in mine if m["med_type"] in STAY_MED_TYPES and m["med_type"] != "13"]
             if med_type in STAY_MED_TYPES and med_type != "13" and stays and draw(st.integers(0, 2)) == 0:
                 row["mdtrt_id"] = draw(st.sampled_from(stays))["mdtrt_id"]
-            if med_type in CERT_MED_TYPES:  # validation lets only a certification valid on the date through
+            if med_type in (*CERT_MED_TYPES, "41"):  # validation lets only a valid certification through (A-25: 41 too)
                 valid = [c[1] for c in certs if c[0] == pid and _cert_valid(c, when.date())]
                 row["dise_cert_code"] = draw(st.sampled_from([None, *valid]))
             mine.append(row)

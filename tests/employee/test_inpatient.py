@@ -123,6 +123,23 @@ def test_chronic_rates_limit_and_not_certified():
     assert "CHRONIC_LIMIT_PARTLY" in codes[1] and codes[3] == "NOT_CERTIFIED" and "CHRONIC_LIMIT_REACHED" in codes[4]
 
 
+def test_a25_pharmacy_purchase_under_a_chronic_certification_is_chronic_care():
+    """§3.4 A-25 (issue 13 item 10), employees: a pharmacy purchase (41 at XYP) claimed under the chronic
+    certification C1 is on the chronic ledger: 80% (A-12), no deductible, within C1's 10,000 (A-21):
+    6,000 → 4,800; then an outpatient chronic line of C1, 6,000: 4,000 left of the limit → 80% × 4,000 = 3,200.
+    A purchase under the hypertension qualification C3 (no two-disease ledger for employees) follows the pharmacy
+    rules: pooling at the prescriber's level (XY2, A-11), in service 60% (A-10) once the 500 deductible is met:
+    800 → (800 − 500) × 60% = 180."""
+    rows = [line("S", "2025-02-01", "XYP", "41", a=yuan(6000), insutype="310", dise_cert_code="C1"),
+            line("S", "2025-03-01", "XY2", "14", a=yuan(6000), insutype="310", dise_cert_code="C1"),
+            line("S", "2025-04-01", "XYP", "41", a=yuan(800), insutype="310", dise_cert_code="C3",
+                 presc_fixmedins_code="XY2")]
+    out = run(rows)
+    assert out["ledger"].to_list() == ["chronic", "chronic", "pharmacy"]
+    assert out["hifp_pay"].to_list() == [yuan(4800), yuan(3200), yuan(180)]  # 80% × 6,000; 80% × 4,000; 60% × 300
+    assert out["chronic_over_limit_amt"][1] == yuan(2000)  # 6,000 − the 4,000 left of 10,000
+
+
 def test_chronic_reversal_frees_the_limit():
     first = line("S", "2025-02-01", "XY2", "14", a=yuan(10000), insutype="310", dise_cert_code="C1")
     rows = [first, reversal_of(first, "2025-02-10"),

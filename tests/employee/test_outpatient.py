@@ -121,16 +121,19 @@ def test_maternity_outpatient_and_out_of_city_are_general_outpatient():
 
 
 def test_flexible_worker_waiting_period_no_fund_no_account_counts_toward_nothing():
-    """A flexible worker's first 6 months from 2025-01-10: no fund, personal account not allowed, nothing counts.
-    From 2025-07-10 the deductible is still whole: 600 → 100 above it × 70% = 70."""
+    """A flexible worker's first 6 months from 2025-01-10: no fund, nothing counts; the personal account may not
+    pay the outpatient line, but may pay the stay's share (A-26: the bar covers outpatient-type lines only).
+    Account: credits of 2% × 3,450 = 69 on 1 May, 1 June, 1 July (the run's months; no opening balance) = 207; the
+    outpatient line of 1 May is all cash; the stay of 9 July (5,000, no fund) takes the 207.
+    From 2025-07-10 the deductible is still whole: 600 → 100 above it × 70% = 70; the account is empty: cash."""
     emps = [employment("F", "2025-01-10", flexible=True)]
     out = run([op("F", "2025-05-01", a=1000), line("F", "2025-07-09", "XY2", "21", a=yuan(5000), insutype="310"),
                op("F", "2025-07-10", a=600)], emps)
     assert out["hifp_pay"].to_list() == [0, 0, yuan(70)]
     assert out["act_pay_dedc"].to_list() == [0, 0, yuan(500)]
     assert out["benefit_block"].to_list() == ["WAITING_PERIOD", "WAITING_PERIOD", None]
-    assert out["acct_allowed"].to_list() == [False, False, True]
-    assert out["acct_pay"].to_list()[:2] == [0, 0]
+    assert out["acct_allowed"].to_list() == [False, True, True]  # A-26: the stay's share may come from the account
+    assert out["acct_pay"].to_list() == [0, yuan(207), 0]  # 3 × 69 on the stay
     assert "WAITING_PERIOD" in out["reason_codes"][0] and "2025-07-10" in out["explanation"][0]
     assert out["psn_cash_pay"][0] == out["medfee_sumamt"][0]
 
@@ -152,13 +155,19 @@ def test_suspension_no_fund_but_account_allowed():
     assert "SUSPENDED" in out["reason_codes"][0] and "the personal account may pay" in out["explanation"][0]
 
 
-@pytest.mark.parametrize("benefit, code, acct", [("arrears", "ARREARS", True), ("unverified", "UNVERIFIED", True),
-                                                  ("terminated", "TERMINATED", False)])
-def test_other_benefit_states(benefit, code, acct):
+@pytest.mark.parametrize("benefit, code, acct_outpatient", [("arrears", "ARREARS", True),
+                                                             ("unverified", "UNVERIFIED", True),
+                                                             ("terminated", "TERMINATED", False)])
+def test_other_benefit_states(benefit, code, acct_outpatient):
+    """No fund pays on a stay nor on an outpatient line; the account may pay the stay's share in every state
+    (termination too: A-26), and the outpatient line's only outside the hard kind (termination)."""
     emps = [employment("S", "2015-01-01", "2025-03-31"), employment("S", "2025-04-01", benefit=benefit)]
-    r = run([line("S", "2025-04-10", "XY1", "21", a=yuan(3000), insutype="310")], emps).row(0, named=True)
-    assert r["hifp_pay"] == 0 and r["act_pay_dedc"] == 0 and r["benefit_block"] == code and r["acct_allowed"] is acct
-    assert code in r["reason_codes"]
+    out = run([line("S", "2025-04-10", "XY1", "21", a=yuan(3000), insutype="310"), op("S", "2025-04-11", a=300)],
+              emps)
+    assert out["hifp_pay"].to_list() == [0, 0] and out["act_pay_dedc"].to_list() == [0, 0]
+    assert out["benefit_block"].to_list() == [code, code]
+    assert out["acct_allowed"].to_list() == [True, acct_outpatient]
+    assert code in out["reason_codes"][0]
 
 
 def test_employer_enrolment_month():
@@ -171,10 +180,16 @@ def test_employer_enrolment_month():
 
 
 def test_no_employment_period_is_not_insured():
+    """A-27: a date no period covers is the hard kind (not insured that day): no fund; on the outpatient line the
+    account may not pay either (everything cash), on the stay it may (A-26). 1,000 outpatient: cash 1,000."""
     emps = [employment("N", "2015-01-01", "2025-02-28")]
-    r = run([op("N", "2025-03-20", a=1000)], emps).row(0, named=True)
-    assert r["benefit_block"] == "NO_EMPLOYMENT_PERIOD" and r["acct_allowed"] and r["hifp_pay"] == 0
-    assert r["emp_status"] is None
+    out = run([op("N", "2025-03-20", a=1000), line("N", "2025-03-21", "XY2", "21", a=yuan(4000), insutype="310")],
+              emps)
+    assert out["benefit_block"].to_list() == ["NO_EMPLOYMENT_PERIOD"] * 2 and out["hifp_pay"].to_list() == [0, 0]
+    assert out["acct_allowed"].to_list() == [False, True]
+    assert out["psn_cash_pay"][0] == yuan(1000)  # all cash: 1,000
+    assert "the personal account may not pay either" in out["explanation"][0]
+    assert out["emp_status"][0] is None
 
 
 def test_latest_period_wins_and_ties_take_the_favourable_one():

@@ -76,7 +76,8 @@ def test_class3_dibao_edge_1800_deductible_60_percent():
     (8,400 − 1,800) × 60% = 3,960; tilt self-pay 4,440 < 7,000 → 0."""
     r = one([line("P1", "2025-05-10", "SZ2", a=yuan(40000))], who("dibao_edge"))
     assert (r["hifp_pay"], r["hifmi_pay"], r["maf_pay"], r["maf_tilt_pay"]) == (yuan(31600), 0, yuan(3960), 0)
-    assert "deductible 1800.00, taken 1800.00; 60% × 6600.00 = 3960.00" in r["explanation"]
+    assert ("deductible 1800.00, taken 1800.00; 60% × 6600.00 as round(F(after)) − round(F(before)) = 3960.00"
+            in r["explanation"])
     assert "cap 40000.00 left before 40000.00, after 36040.00" in r["explanation"]
 
 
@@ -119,6 +120,34 @@ def test_identity_valid_on_settlement_date_and_class_changing_mid_year():
     assert out["hifmi_pay"].to_list() == [0, 0, yuan(720)]
     assert out["maf_pay"].to_list() == [0, 0, yuan(2208)]
     assert "NO_ASSISTANCE_IDENTITY" in out["reason_codes"][1]
+
+
+def test_basic_and_tilt_are_differences_of_rounded_yearly_amounts():
+    """§1.3, §3.9 (issue 13 item 6): dibao (class 2: 70%, no annual deductible; no inpatient deductible in 2025),
+    tilt threshold 5,000 at 80% in the city, 6,000.02 of tilt self-pay carried in. Two SZ2 stays of class A 100.05:
+    hifp 80% × 100.05 = 80.04 each, burden 20.01 (CI 0, below 6,000), basic base 20.01 each.
+    Basic: F(B) = 70% × B. Line 1: round(F(20.01)) − round(F(0)) = round(14.007) = 14.01;
+           line 2: round(F(40.02)) − 14.01 = round(28.014) − 14.01 = 28.01 − 14.01 = 14.00 (per line it would be 14.01).
+    Tilt: G(T) = 80% × (T − 5,000). Line 1: tilt base 20.01 − 14.01 = 6.00: round(G(6,006.02)) − round(G(6,000.02))
+          = round(804.816) − round(800.016) = 804.82 − 800.02 = 4.80;
+          line 2: tilt base 20.01 − 14.00 = 6.01: round(G(6,012.03)) − 804.82 = round(809.624) − 804.82 = 4.80
+          (per line round(80% × 6.01) = 4.81). Year: basic 28.01 = round(70% × 40.02), tilt 9.60 = 809.62 − 800.02."""
+    carried = pl.DataFrame({"psn_no": ["P1"], "year": [2025], "name": ["tilt_base"], "value": [yuan("6000.02")]},
+                           schema={"psn_no": pl.String, "year": pl.Int32, "name": pl.String, "value": pl.Int64})
+    rows = [line("P1", "2025-05-10", "SZ2", a=yuan("100.05")), line("P1", "2025-06-10", "SZ2", a=yuan("100.05"))]
+    res = run(rows, who("dibao"), carried=carried)
+    out = res.adjudicated.sort("setl_time")
+    assert out["hifp_pay"].to_list() == [yuan("80.04"), yuan("80.04")]  # 80% × 100.05
+    assert out["hifmi_pay"].to_list() == [0, 0]  # burden 40.02 < 6,000
+    assert out["maf_pay"].to_list() == [yuan("14.01"), yuan("14.00")]  # 14.01, then 28.01 − 14.01
+    assert out["maf_tilt_pay"].to_list() == [yuan("4.80"), yuan("4.80")]  # 804.82 − 800.02, 809.62 − 804.82
+    assert acc(res, "maf_paid") == yuan("28.01") and acc(res, "tilt_paid") == yuan("9.60")
+    assert acc(res, "tilt_base") == yuan("6000.02") + yuan("6.00") + yuan("6.01")
+    # the reference adjudicator agrees line by line
+    ref, _ = adjudicate_reference(lines(rows).to_dicts(), {k: v.to_dicts() for k, v in who("dibao").items()}, POL,
+                                  carried={("P1", 2025, "tilt_base"): yuan("6000.02")})
+    assert sorted((r["maf_pay"], r["maf_tilt_pay"]) for r in ref) == [(yuan("14.00"), yuan("4.80")),
+                                                                       (yuan("14.01"), yuan("4.80"))]
 
 
 # --------------------------------------------------------------------------- cap, tilt

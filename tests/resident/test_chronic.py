@@ -138,10 +138,10 @@ def test_over_limit_cost_pays_no_critical_illness():
 
 
 def test_special_drug_50_percent_and_at_the_rate_of_its_special_disease():
-    """§3.4: a separately paid drug 50%; one for the certified special disease C34 (the line's
-    diagnosis C34.1 has the category of S1's C34.9) at the disease's 70%; a drug whose diagnosis
-    matches only a chronic certification stays at 50%; a drug line without a diagnosis uses the
-    qualification's own ICD-10 (D1: C34.9 → 70%)."""
+    """§3.4: a separately paid drug 50%; one for the certified special disease C34 (the qualification D1's
+    C34.9 has the category of S1's C34.9, A-29) at the disease's 70%; a drug whose qualification (D2, M05.9)
+    matches no special certification stays at 50%; a drug line without a diagnosis likewise by its
+    qualification (D1: C34.9 → 70%)."""
     res = run([
         chronic("2025-03-01", "D2", 1000, med_type="41", dise_codg="M05.9"),
         chronic("2025-03-02", "D1", 1000, med_type="41", dise_codg="C34.1"),
@@ -157,6 +157,19 @@ def test_special_drug_50_percent_and_at_the_rate_of_its_special_disease():
     assert chronic_only["hifp_pay"] == yuan(500)
     assert by_qualification["hifp_pay"] == yuan(700)
     assert acc(res, "chronic_limit_used:D1") == yuan(2000)  # no limit for special drugs: the whole cost counts
+
+
+def test_a29_the_qualification_decides_which_special_disease_a_drug_belongs_to():
+    """§3.4 A-29 (issue 13 item 10): the drug's disease is its qualification's ICD-10 category, not the line's
+    diagnosis. D1 (qualification C34.9, the category of special disease S1) with a line diagnosis M05.9: 70% of
+    1,000 = 700 (the diagnosis would have given 50%). D2 (qualification M05.9, no special disease) with a line
+    diagnosis C34.1: 50% of 1,000 = 500 (the diagnosis would have given S1's 70% = 700)."""
+    res = run([chronic("2025-03-01", "D1", 1000, med_type="41", dise_codg="M05.9"),
+               chronic("2025-03-02", "D2", 1000, med_type="41", dise_codg="C34.1")])
+    d1, d2 = rows_of(res)
+    assert d1["hifp_pay"] == yuan(700) and "SPECIAL_DRUG_DISEASE_RATE" in d1["reason_codes"]  # 70% × 1,000
+    assert d2["hifp_pay"] == yuan(500) and "SPECIAL_DRUG_DISEASE_RATE" not in d2["reason_codes"]  # 50% × 1,000
+    assert ("suizhou", "resident", "chronic.special_drug_disease_icd_from", "A-29") in res.used
 
 
 def test_special_drug_takes_the_highest_matching_disease_rate_and_only_valid_ones():

@@ -146,6 +146,38 @@ def test_trauma_stay_in_suixian_without_report_is_held():
     assert ok["hifp_pay"] == yuan(6000) and other_county["hifp_pay"] == yuan(6000)
 
 
+def test_held_trauma_stay_moves_nothing_and_the_releasing_line_is_judged():
+    """§3.6 A-28 (issue 13 item 8). A rural poverty_exit resident of Suixian (421321: rural low-income, A-9; no
+    deductible exemption) at SX2 (level 2, in county: deductible 500, 80%; §3.10 limit 8%), one stay M1.
+    Held line (22, no report): A 8,000 + out of catalogue 2,000 = 10,000 (20% out of scope). It pays nothing,
+    takes none of the 500 deductible, adds no critical-illness burden, and is not charged under §3.10:
+    hosp_part 0 (not 2,000 − 8% × 10,000 = 1,200); the person's whole 10,000 awaits review.
+    Releasing line (22, report PICC-1, same stay): A 8,000 + out of catalogue 1,000 = 9,000. The stay's deductible
+    is whole: (8,000 − 500) × 80% = 6,000 (not 8,000 × 80% = 6,400 had the held line used the 500); burden
+    8,000 − 6,000 = 2,000 < 12,000 → no critical illness; §3.10 on its own amounts: 1,000 / 9,000 = 11.1% > 8%,
+    excess round(1,000 − 8% × 9,000) = 1,000 − 720 = 280 borne by the institution."""
+    from transforms.reference.adjudicate import adjudicate_reference
+    regs = registers([person("P1", admdvs="421321", rural=True)],
+                     identities=[("P1", "poverty_exit", dt.date(2020, 1, 1), None)])
+    rows = [line("P1", "2025-02-01", "SX2", med_type="22", a=yuan(8000), own=yuan(2000), mdtrt_id="M1"),
+            line("P1", "2025-02-20", "SX2", med_type="22", a=yuan(8000), own=yuan(1000), mdtrt_id="M1",
+                 trauma_report_no="PICC-1")]
+    res = adjudicate(lines(rows), regs, POL)
+    held, release = res.adjudicated.sort("setl_time").to_dicts()
+    assert "HELD_FOR_REVIEW" in held["reason_codes"]
+    assert (held["hifp_pay"], held["act_pay_dedc"], held["hifmi_pay"], held["hosp_part_amt"]) == (0, 0, 0, 0)
+    assert held["psn_part_amt"] == yuan(10000)  # the whole cost awaits review
+    assert not any(c.startswith("OUT_OF_SCOPE") for c in held["reason_codes"].split(","))
+    assert release["act_pay_dedc"] == yuan(500) and release["hifp_pay"] == yuan(6000)  # (8,000 − 500) × 80%
+    assert release["hosp_part_amt"] == yuan(280)  # 1,000 − 8% × 9,000
+    acc = {r["name"]: r["value"] for r in res.accumulators.to_dicts() if r["value"]}
+    assert acc["stay_ded_used:M1"] == yuan(500) and acc["hifp_paid"] == yuan(6000)
+    assert acc["hifmi_burden"] == yuan(2000)  # the released line's 8,000 − 6,000 only
+    ref, _ = adjudicate_reference(lines(rows).to_dicts(), {k: v.to_dicts() for k, v in regs.items()}, POL)
+    assert sorted((r["hifp_pay"], r["act_pay_dedc"], r["hosp_part_amt"]) for r in ref) == [
+        (0, 0, 0), (yuan(6000), yuan(500), yuan(280))]
+
+
 def test_reversal_undoes_exactly_and_frees_the_cap():
     regs = registers([person("P1")])
     orig = line("P1", "2025-01-10", "SZ1", a=yuan(10200))

@@ -78,10 +78,11 @@ def test_level1_limit_3_percent_boundary(own_fen, violation, excess):
     assert want in codes(r)
 
 
-def test_limit_times_total_rounded_half_up():
-    """3% × 10,000.50 = 300.015 → 300.02 (half-up); out of scope 400.00 → excess 99.98."""
+def test_excess_rounded_once():
+    """§3.10 (rev. 3, issue 13 item 10): the excess is round(out_of_scope − limit × total), rounded once:
+    400.00 − 3% × 10,000.50 = 400.00 − 300.015 = 99.985 → 99.99 (half-up); not 400.00 − round(300.015) = 99.98."""
     r = one(line("P1", "2025-03-01", "SZ1", a=yuan("9600.50"), own=yuan(400)), regs_for())
-    assert r["hosp_part_amt"] == yuan("99.98")
+    assert r["hosp_part_amt"] == yuan("99.99")  # round(99.985)
 
 
 def test_violation_whose_excess_rounds_to_zero():

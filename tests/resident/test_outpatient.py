@@ -279,6 +279,85 @@ def test_ceiling_rising_mid_year_after_it_cut_a_pooling_line():
     agrees_with_reference(rows, regs)
 
 
+def test_a25_pharmacy_purchases_under_a_certification_take_its_ledger():
+    """§3.4 A-25 (issue 13 item 10): a pharmacy purchase (41 at PH1) claimed under a certification valid on the date
+    is adjudicated on that certification's ledger.
+    Chronic C1 (I25.1): chronic ledger, 60%, no deductible (A-3), within the 10,000 limit: 1,000 → 600.
+    Hypertension HT, prescribed at SZ1 (level 1): two-disease, 50% × 300 = 150, under the 450 ceiling (§3.3).
+    Hypertension HT without a prescribing institution: two-disease with no level to pay at → 0.
+    No certification: the pharmacy rules of the scheme (no resident pharmacy benefit) → 0."""
+    regs = regs_with([person("P1")], certifications=[cert("P1", "C1", "chronic", "I25.1"),
+                                                     cert("P1", "HT", "hypertension", "I10")],
+                     extra_institutions=[PHARMACY])
+    rows = [line("P1", "2025-03-01", "PH1", "41", a=yuan(1000), dise_cert_code="C1"),
+            line("P1", "2025-03-02", "PH1", "41", a=yuan(300), dise_cert_code="HT", presc_fixmedins_code="SZ1"),
+            line("P1", "2025-03-03", "PH1", "41", a=yuan(300), dise_cert_code="HT"),
+            line("P1", "2025-03-04", "PH1", "41", a=yuan(300))]
+    res = run(rows, regs)
+    got = [by_id(res)[r["setl_id"]] for r in rows]
+    assert [g["ledger"] for g in got] == ["chronic", "two_disease", "two_disease", "pharmacy"]
+    assert [g["hifp_pay"] for g in got] == [yuan(600), yuan(150), 0, 0]  # 60% × 1,000; 50% × 300; no level; none
+    assert "PHARMACY_NOT_COVERED" in got[2]["reason_codes"] and "PHARMACY_NOT_COVERED" in got[3]["reason_codes"]
+    assert acc(res, "two_disease_paid") == yuan(150) and acc(res, "chronic_limit_used:C1") == yuan(1000)
+    assert ("suizhou", "resident", "outpatient_pool.pharmacy_certification_ledgers", "A-25") in res.used
+    agrees_with_reference(rows, regs)
+
+
+def test_limits_count_what_the_fund_paid_after_the_annual_cap():
+    """§3.2 (rev. 3, issue 13 item 7): the daily limit and the 350 cap count what the fund actually paid after the
+    150,000 annual cap (§3.7). Carried in: basic fund 140,000 paid, outpatient pooling 300 of 350.
+    S  1 Mar, SZ2 stay, A 12,987.50: (12,987.50 − 500) × 80% = 9,990 → annual cap used 149,990.
+    L1 5 Mar 09:00, township, in scope 100: 50% = 50, day room 50, pool room 350 − 300 = 50 → 50; annual room
+       150,000 − 149,990 = 10 → pays 10, cap cut 40. The day and the pool count 10 (not 50).
+    R  5 Mar 10:00, reversal of S: −9,990 → annual cap used 140,010 (room again).
+    L2 5 Mar 11:00, township, in scope 100: 50, day room 50 − 10 = 40, pool room 350 − 310 = 40 → pays 40
+       (counting the cut 40 would have left 0: DAILY_LIMIT and the 350 reached).
+    L3 6 Mar, township, in scope 100: pool room 350 − 350 = 0 → 0.
+    op_pool_paid 300 + 10 + 40 = 350; hifp_paid 140,000 + 9,990 + 10 − 9,990 + 40 = 140,050."""
+    regs = registers([person("P1")])
+    carried = pl.DataFrame({"psn_no": ["P1", "P1"], "year": [2025, 2025], "name": ["hifp_paid", "op_pool_paid"],
+                            "value": [yuan(140000), yuan(300)]},
+                           schema={"psn_no": pl.String, "year": pl.Int32, "name": pl.String, "value": pl.Int64})
+    stay = line("P1", "2025-03-01", "SZ2", "21", a=yuan("12987.50"))
+    rows = [stay, line("P1", "2025-03-05 09:00:00", "SZ1", "11", a=yuan(100)),
+            reversal_of(stay, "2025-03-05 10:00:00"),
+            line("P1", "2025-03-05 11:00:00", "SZ1", "11", a=yuan(100)),
+            line("P1", "2025-03-06 09:00:00", "SZ1", "11", a=yuan(100))]
+    res = run(rows, regs, carried=carried)
+    got = by_id(res)
+    assert [got[r["setl_id"]]["hifp_pay"] for r in rows] == [yuan(9990), yuan(10), -yuan(9990), yuan(40), 0]
+    l1, l2, l3 = got[rows[1]["setl_id"]], got[rows[3]["setl_id"]], got[rows[4]["setl_id"]]
+    assert l1["hifp_cap_cut"] == yuan(40) and "CAP_PARTLY" in l1["reason_codes"]  # 50 − 10
+    # the day's room (40) took 50 → 40 first; the pool's room (40) then took nothing
+    assert "DAILY_LIMIT" in l2["reason_codes"] and "OP_POOL_CAP" not in l2["reason_codes"]
+    assert "daily limit 50.00 (township) per person, day and institution (A-20): left before 40.00, after 0.00" in (
+        l2["explanation"])
+    assert "OP_POOL_CAP_REACHED" in l3["reason_codes"]
+    assert acc(res, "op_pool_paid") == yuan(350)  # 300 + 10 + 40
+    assert acc(res, "hifp_paid") == yuan(140050)  # 140,000 + 9,990 + 10 − 9,990 + 40
+    ref, state = adjudicate_reference(lines(rows).to_dicts(), {k: v.to_dicts() for k, v in regs.items()}, POL,
+                                      carried={("P1", 2025, "hifp_paid"): yuan(140000),
+                                               ("P1", 2025, "op_pool_paid"): yuan(300)})
+    assert {r["setl_id"]: r["hifp_pay"] for r in ref} == {k: v["hifp_pay"] for k, v in got.items()}
+    assert state[("P1", 2025, "op_pool_paid")] == yuan(350)
+
+
+def test_two_disease_ceiling_counts_what_the_fund_paid_after_the_annual_cap():
+    """§3.2–§3.3 with §3.7: hypertension (shared ceiling 450), 149,900 of the basic fund carried in.
+    9901 at SZ2, in scope 800: 50% = 400 → annual room 100 → pays 100; the ceiling counts 100 (not 400).
+    The next 9901 line the same year (in scope 800, 400): the annual cap is reached → 0, and nothing more counts.
+    Next year (2026, fresh caps) is not needed: two_disease_paid stays 100."""
+    regs = regs_with([person("P1")], certifications=[cert("P1", "HT", "hypertension", "I10")])
+    carried = pl.DataFrame({"psn_no": ["P1"], "year": [2025], "name": ["hifp_paid"], "value": [yuan(149900)]},
+                           schema={"psn_no": pl.String, "year": pl.Int32, "name": pl.String, "value": pl.Int64})
+    rows = [line("P1", "2025-04-01", "SZ2", "9901", a=yuan(800), dise_cert_code="HT"),
+            line("P1", "2025-04-02", "SZ2", "9901", a=yuan(800), dise_cert_code="HT")]
+    res = run(rows, regs, carried=carried)
+    assert [by_id(res)[r["setl_id"]]["hifp_pay"] for r in rows] == [yuan(100), 0]  # min(400, 100); room 0
+    assert acc(res, "two_disease_paid") == yuan(100)  # what was paid, not the 400 before the annual cap
+    assert by_id(res)[rows[1]["setl_id"]]["hifp_cap_cut"] == yuan(350)  # 450 − 100 of the ceiling left → 350, all cut
+
+
 # --------------------------------------------------------------------------- reversals, months, reasons
 
 

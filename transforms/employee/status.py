@@ -21,9 +21,11 @@ to every ledger, policies/README "Disagreements" 4) and the cost counts toward n
   NO_EMPLOYMENT_PERIOD       no period is valid on the date: not insured as an employee that day
   SUSPENDED / ARREARS / UNVERIFIED   the period's benefit is in outpatient_pool.no_fund_account_allowed_states
 
-`acct_allowed` (read by the personal-account stage): false for the first three ("neither pooling nor the
-personal account may pay outpatient costs"; everything is cash), true otherwise — also with no period (the
-account is not this module's to refuse) and on lines of other schemes (engine default).
+The hard kind — the first three, and NO_EMPLOYMENT_PERIOD when outpatient_pool.no_employment_period_kind is
+`hard` (A-27: not insured on the date) — bars the personal account too ("也不可以使用个人账户支付门诊费用"), but
+only on the ledgers of outpatient_pool.hard_exclusion_account_bar_ledgers (A-26: outpatient-type lines; on a
+stay the account may pay the person's share). `acct_allowed` (read by the personal-account stage) is false on
+exactly those lines, true otherwise and on lines of other schemes (engine default).
 
 The flexible-worker wait is applied only while the period on the date is flexible: a person who moves from
 flexible work to an employer within the six months is governed by the employer rules (the enrolment month)
@@ -47,7 +49,8 @@ EMPLOYMENT_SCHEMA = {"psn_no": pl.String, "psn_type": pl.String, "flexible": pl.
 STATUS_BY_PSN_TYPE = {"11": "in_service", "12": "retired"}
 WAITING, ENROLMENT, NO_PERIOD = "WAITING_PERIOD", "EMPLOYER_ENROLMENT_MONTH", "NO_EMPLOYMENT_PERIOD"
 BLOCK_CODES = ("TERMINATED", WAITING, ENROLMENT, NO_PERIOD, "SUSPENDED", "ARREARS", "UNVERIFIED")
-NO_ACCOUNT_CODES = ("TERMINATED", WAITING, ENROLMENT)  # the first kind: the personal account may not pay either
+# the hard kind: the personal account may not pay either (on outpatient-type ledgers, A-26); NO_PERIOD too, A-27
+NO_ACCOUNT_CODES = ("TERMINATED", WAITING, ENROLMENT, NO_PERIOD)
 
 
 def empty_employment() -> pl.DataFrame:
@@ -102,6 +105,15 @@ def benefit_status(df: pl.DataFrame, policies: Policies, used: set) -> pl.DataFr
                 used=used)
     df = attach(df, policies, REGION, SCHEME, f"{p}.employer_enrolment_month_waiting", "__enrol_on", convert=bool,
                 dtype=pl.Boolean, need=employee, used=used)
+    df = attach(df, policies, REGION, SCHEME, f"{p}.no_employment_period_kind", "__no_period_kind",
+                convert=str, dtype=pl.String, need=employee, used=used)
+    bad = df.filter(~pl.col("__no_period_kind").is_in(["hard", "account_allowed"]))
+    if bad.height:
+        r = bad.row(0, named=True)
+        raise NotImplementedError(f"{REGION}/{SCHEME}/{p}.no_employment_period_kind = {r['__no_period_kind']!r} on "
+                                  f"{r['setl_date']}: hard or account_allowed (A-27)")
+    bar = _in_list(df, policies, used, f"{p}.hard_exclusion_account_bar_ledgers", "ledger", employee)
+    df = df.with_columns(bar.alias("__bar_ledger"))
     no_acct = _in_list(df, policies, used, f"{p}.no_fund_no_account_states", "emp_benefit", employee)
     acct_ok = _in_list(df, policies, used, f"{p}.no_fund_account_allowed_states", "emp_benefit", employee)
     df = df.with_columns(
@@ -123,8 +135,10 @@ def benefit_status(df: pl.DataFrame, policies: Policies, used: set) -> pl.DataFr
         .otherwise(pl.lit(None, pl.String))
     )
     df = df.with_columns(block.alias("benefit_block"))
+    no_period_hard = pl.col("emp_psn_type").is_null() & (pl.col("__no_period_kind") == "hard")
+    hard = pl.col("__no_acct_state") | waiting | enrol | no_period_hard
     df = df.with_columns(
-        (~(pl.col("__no_acct_state") | waiting | enrol)).alias("acct_allowed"),
+        (~(hard & pl.col("__bar_ledger"))).alias("acct_allowed"),
         pl.when(pl.col("emp_flexible").fill_null(False)).then(pl.col("emp_wait_until")).alias("emp_wait_until"),
     )
     unknown = df.filter(pl.col("benefit_block").is_not_null() & ~pl.col("benefit_block").is_in(list(BLOCK_CODES)))
@@ -132,7 +146,8 @@ def benefit_status(df: pl.DataFrame, policies: Policies, used: set) -> pl.DataFr
         r = unknown.row(0, named=True)
         raise NotImplementedError(f"benefit state {r['emp_benefit']!r} listed in {REGION}/{SCHEME}/{p}.*_states on "
                                   f"{r['setl_date']} has no reason code (transforms/employee/status.py)")
-    return df.drop("__wait_months", "__enrol_on", "__no_acct_state", "__acct_state")
+    return df.drop("__wait_months", "__enrol_on", "__no_acct_state", "__acct_state", "__no_period_kind",
+                   "__bar_ledger")
 
 
 def _reasons() -> list[pl.Expr]:

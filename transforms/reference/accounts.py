@@ -57,10 +57,10 @@ def credit_on(person: dict, employment: list[dict], day: dt.date, pol: Policies)
         retired_on = min(r["begndate"] for r in employment if r["psn_type"] == "12")
         cutoff = pol.value(R, S, "account.retired_by_reform_cutoff", day)
         kind = e["retire_kind"]
-        if retired_on <= cutoff:
-            rule = "credit_retired_by_reform"
-        elif kind == "contributing":
+        if kind == "contributing":  # §4.2: years not met yet, whatever the retirement date
             rule = f"credit_retired_contributing_{e['contrib_mode']}"
+        elif retired_on <= cutoff:
+            rule = "credit_retired_by_reform"
         else:
             rule = f"credit_retired_{kind}"
     value = pol.value(R, S, f"account.{rule}", day)

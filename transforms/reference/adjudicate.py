@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flows.policies import Policies
-from transforms.enrich import REGION_BY_CITY, SCHEME_BY_INSUTYPE
+from transforms.enrich import CERT_LEDGER, PHARMACY_CERT_LEDGERS, REGION_BY_CITY, SCHEME_BY_INSUTYPE
 
 # The same code tables as the engine's (DATA.md §3): regions by city prefix, schemes by insutype.
 REGIONS = REGION_BY_CITY
@@ -169,12 +169,16 @@ def _funds(lines: list[dict], registers: dict[str, list[dict]], policies: Polici
         cert = next((c for c in valid_certs if c["dise_cert_code"] == line.get("dise_cert_code")), None)
         # §3.5: an emergency visit merged into the stay it turned into (same person and mdtrt_id as a 24)
         merged = line["med_type"] == "13" and (line["psn_no"], line["mdtrt_id"]) in stays
+        region, scheme = REGIONS.get(person["insuplc_admdvs"][:4]), SCHEMES[line["insutype"]]
+        ledger = ledger_of(line, cert["kind"] if cert else None, merged)
+        if line["med_type"] == "41" and cert and region:  # §3.4 A-25: the certification's ledger, where the scheme has it
+            own = CERT_LEDGER.get(cert["kind"])
+            ledger = own if own in policies.value(region, scheme, PHARMACY_CERT_LEDGERS, on) else "pharmacy"
         ctx = Ctx(line=line, person=person, inst=insts[line["fixmedins_code"]],
                   presc_inst=insts.get(line.get("presc_fixmedins_code") or ""),
                   ids={r["identity"] for r in idents[line["psn_no"]] if valid_on(r, on)},
                   certs=valid_certs, cert=cert, policies=policies, state=state,
-                  region=REGIONS.get(person["insuplc_admdvs"][:4]), scheme=SCHEMES[line["insutype"]],
-                  ledger=ledger_of(line, cert["kind"] if cert else None, merged),
+                  region=region, scheme=scheme, ledger=ledger,
                   on=on, employment=emps[line["psn_no"]], merged=merged)
         r = _one_line(ctx, done)
         done[line["setl_id"]] = r

@@ -70,9 +70,13 @@ def status(ctx: Ctx) -> dict[str, Any]:
         block = benefit.upper()
     else:
         block = None
+    # no period on the date is the hard kind; A-26: the hard kind bars the account on outpatient-type lines
+    no_period_hard = period is None and ctx.val("outpatient_pool.no_employment_period_kind") == "hard"
+    hard = no_acct_state or waiting or enrol or no_period_hard
+    bar = ctx.ledger in [str(x) for x in ctx.val("outpatient_pool.hard_exclusion_account_bar_ledgers") or []]
     return {"status": STATUS_BY_PSN_TYPE.get(period["psn_type"]) if period else None,
             "flexible": bool(period and period["flexible"]), "benefit": benefit, "block": block,
-            "acct_allowed": not (no_acct_state or waiting or enrol)}
+            "acct_allowed": not (hard and bar)}
 
 
 def class_b(res: dict, ctx: Ctx) -> None:

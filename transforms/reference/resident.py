@@ -35,15 +35,16 @@ def stay(res: dict, ctx: Ctx) -> int:
     else:
         name = "inpatient.deductible_in_city" if ctx.in_city else "inpatient.deductible_out_of_city"
         deductible = yuan_to_fen(ctx.keyed(name, ctx.level))
-    # one deductible per stay (mdtrt_id), shared by its lines (A-5, §3.5)
-    name = f"stay_ded_used:{line['mdtrt_id']}"
-    taken = min(max(base, 0), max(0, deductible - ctx.acc(name)))
-    record(res, ctx, name, taken)
-    after = max(base - taken, 0)
-    res["act_pay_dedc"] = taken
     held = (line["med_type"] == "22" and not line.get("trauma_report_no")
             and ctx.person["insuplc_admdvs"] in [str(c) for c in ctx.val("inpatient.trauma_report_required_counties")])
     res["_held"] = held
+    res["_held_inert"] = held and bool(ctx.val("inpatient.held_line_moves_nothing"))
+    # one deductible per stay (mdtrt_id), shared by its lines (A-5, §3.5); a held line takes none of it
+    name = f"stay_ded_used:{line['mdtrt_id']}"
+    taken = 0 if res["_held_inert"] else min(max(base, 0), max(0, deductible - ctx.acc(name)))
+    record(res, ctx, name, taken)
+    after = max(base - taken, 0)
+    res["act_pay_dedc"] = taken
     raw = 0 if held else apply_rate(after, rate_to_bp(ctx.keyed("inpatient.fund_rate", ctx.level)))
     res["pool_prop_selfpay"] = after - raw
     return raw

@@ -69,8 +69,7 @@ def _basic_and_tilt(res: dict, ctx: Ctx) -> None:
     before = ctx.acc("maf_base")
     record(res, ctx, "maf_base", base)
     deductible = yuan_to_fen(_keyed(ctx.val("assistance.basic_deductible"), cls))
-    taken = min(max(deductible - before, 0), base)
-    raw = apply_rate(base - taken, rate_to_bp(_keyed(ctx.val("assistance.basic_rate"), cls)))
+    raw = _yearly_difference(before, base, deductible, rate_to_bp(_keyed(ctx.val("assistance.basic_rate"), cls)))
     cap = _cap(ctx.val("assistance.basic_annual_cap"))
     paid = min(raw, max(0, cap - ctx.acc("maf_paid")))
     record(res, ctx, "maf_paid", paid)
@@ -84,12 +83,16 @@ def _basic_and_tilt(res: dict, ctx: Ctx) -> None:
     tbefore = ctx.acc("tilt_base")
     record(res, ctx, "tilt_base", tbase)
     threshold = yuan_to_fen(_keyed(_keyed(ctx.val("assistance.tilt_threshold"), cls), location))
-    above = tbase - min(max(threshold - tbefore, 0), tbase)
-    traw = apply_rate(above, rate_to_bp(_keyed(ctx.val("assistance.tilt_rate"), location)))
+    traw = _yearly_difference(tbefore, tbase, threshold, rate_to_bp(_keyed(ctx.val("assistance.tilt_rate"), location)))
     tcap = _cap(_keyed(ctx.val("assistance.tilt_annual_cap"), cls))
     tpaid = min(traw, max(0, tcap - ctx.acc("tilt_paid")))
     record(res, ctx, "tilt_paid", tpaid)
     res["maf_tilt_pay"] = tpaid
+
+
+def _yearly_difference(before: int, base: int, deductible: int, rate_bp: int) -> int:
+    """§1.3: round(F(before + base)) − round(F(before)), F(B) = rate × max(0, B − deductible) (the yearly amount)."""
+    return apply_rate(max(before + base - deductible, 0), rate_bp) - apply_rate(max(before - deductible, 0), rate_bp)
 
 
 def _pay_after_treatment(res: dict, ctx: Ctx) -> None:

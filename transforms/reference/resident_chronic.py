@@ -31,9 +31,14 @@ def icd_category(code: str | None) -> str:
 
 
 def special_disease_rate(ctx: Ctx) -> int | None:
-    """The highest rate of a certified special disease valid today whose ICD-10 category is the drug's
-    (the line's diagnosis, else the qualification's); None when the drug belongs to none."""
-    drug_icd = icd_category(ctx.line.get("dise_codg") or (ctx.cert or {}).get("dise_codg"))
+    """The highest rate of a certified special disease valid today whose ICD-10 category is the drug's — the
+    qualification's (A-29), or with special_drug_disease_icd_from = line_diagnosis the line's diagnosis, else the
+    qualification's; None when the drug belongs to none."""
+    source = ctx.val("chronic.special_drug_disease_icd_from")
+    if source not in ("qualification", "line_diagnosis"):
+        raise NotImplementedError(f"chronic.special_drug_disease_icd_from = {source!r} (A-29)")
+    line_icd = ctx.line.get("dise_codg") if source == "line_diagnosis" else None
+    drug_icd = icd_category(line_icd or (ctx.cert or {}).get("dise_codg"))
     if not drug_icd:
         return None
     rates = [rate_to_bp(by_kind(ctx, "chronic.fund_rate", c["kind"])) for c in ctx.certs

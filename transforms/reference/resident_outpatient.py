@@ -4,7 +4,9 @@ pharmacy purchases, line by line: the definition transforms/resident/outpatient.
 Each function returns the basic fund before the annual cap (§3.7) and records what the line adds:
 `op_pool_paid` (toward the 350 cap), `two_disease_paid` (the shared ceiling is the sum of both) and the
 payment of the day at the institution, under the name ("op_day", date, institution) — a day lies within
-one month, so this key is only ever read by later lines of the same batch and is never carried.
+one month, so this key is only ever read by later lines of the same batch and is never carried. What they
+record is what the fund actually pays after the annual cap (§3.2: an amount the 150,000 cut uses none of
+these limits), `paid_after_annual_cap`.
 A reversal takes every recorded amount back (adjudicate._one_line).
 """
 
@@ -87,10 +89,20 @@ def outpatient_pool(res: dict, ctx: Ctx) -> int:
         top = ceiling(ctx, conditions(ctx)[0])
         if top is not None:
             paid = min(paid, max(0, top - ctx.acc("op_pool_paid") - ctx.acc("two_disease_paid")))
-        record(res, ctx, "op_pool_paid", paid)
+    kept = paid_after_annual_cap(ctx, paid)
+    if counts:
+        record(res, ctx, "op_pool_paid", kept)
     if day_key is not None:
-        record(res, ctx, day_key, paid)
+        record(res, ctx, day_key, kept)
     return paid
+
+
+def paid_after_annual_cap(ctx: Ctx, paid: int) -> int:
+    """What the fund will actually pay of `paid` under the 150,000 annual cap (§3.7) — the amount the outpatient
+    limits count (§3.2); the caller (adjudicate._one_line) applies the same cap to the returned amount."""
+    if not paid:
+        return 0
+    return min(paid, max(0, yuan_to_fen(ctx.val("annual_cap.hifp")) - ctx.acc("hifp_paid")))
 
 
 def two_disease(res: dict, ctx: Ctx) -> int:
@@ -113,7 +125,7 @@ def two_disease(res: dict, ctx: Ctx) -> int:
     res["pool_prop_selfpay"] = in_scope - raw
     top = ceiling(ctx, held)
     paid = min(raw, max(0, top - ctx.acc("op_pool_paid") - ctx.acc("two_disease_paid")))
-    record(res, ctx, "two_disease_paid", paid)
+    record(res, ctx, "two_disease_paid", paid_after_annual_cap(ctx, paid))
     return paid
 
 

@@ -15,12 +15,14 @@ Basic assistance (基本救助), per line in order within the person-year:
               `assistance.basic_offsite_types`: 101; 903 gets none)
   base      = in_scope − hifp − hifmi [− burden_excluded_amt: chronic cost above its limit]
   deductible taken (annual, by class; the class may change mid-year) = deductible_part(base, D_class)
-  raw       = rate_class × (base − taken), half-up once per line
+  raw       = round(F(B_before + base)) − round(F(B_before)), F(B) = rate_class × max(0, B − D_class)
+              (§1.3: the difference of the rounded yearly amounts; rate × (base − taken) before rounding)
   maf_pay   = raw limited by the yearly cap (capped_payment)
 Tilt assistance (倾斜救助), on eligible lines inside Hubei:
   tilt base = in_scope − hifp − hifmi − maf [− burden_excluded_amt]
   above     = tilt base − deductible_part(tilt base, threshold[class][location])   (A-8)
-  raw       = rate[location] × above (80% in Suizhou, 70% elsewhere in Hubei), half-up once per line
+  raw       = round(G(T_before + tilt base)) − round(G(T_before)), G(T) = rate[location] × max(0, T − threshold)
+              (80% in Suizhou, 70% elsewhere in Hubei; rate × above before rounding)
   maf_tilt_pay = raw limited by the class's yearly cap (none for classes 1–2)
 Ineligible lines add nothing to either accumulator.
 
@@ -126,6 +128,16 @@ def _rev(df: pl.DataFrame, col: str) -> pl.Expr:
     return pl.col(f"rev_{col}").fill_null(0) if f"rev_{col}" in df.columns else pl.lit(0, pl.Int64)
 
 
+def yearly_difference(before: pl.Expr, base: pl.Expr, deductible: pl.Expr, rate_bp: pl.Expr) -> pl.Expr:
+    """§1.3, §3.9: a line's assistance read off the yearly function F(B) = rate × max(0, B − deductible) of the
+    accumulated base B, as round(F(before + base)) − round(F(before)) — never round(rate × the line's part), which
+    is off by a fen on many lines and makes a year's lines miss the rounded yearly amount. The yearly cap is
+    applied after, on the running paid total (capped_payment), which is round(min(cap, F)) for integer caps."""
+    deductible, rate_bp = deductible.fill_null(0), rate_bp.fill_null(0)
+    return (expr_apply_rate(pl.max_horizontal(before + base - deductible, 0), rate_bp)
+            - expr_apply_rate(pl.max_horizontal(before - deductible, 0), rate_bp))
+
+
 def adjudicate_assistance(df: pl.DataFrame, policies: Policies, used: set) -> pl.DataFrame:
     """Adds maf_* and tilt_* columns, maf_pay, maf_tilt_pay and deposit_waived."""
     rev = pl.col("is_reversal")
@@ -167,7 +179,8 @@ def adjudicate_assistance(df: pl.DataFrame, policies: Policies, used: set) -> pl
     )
     df = df.with_columns((pl.col("maf_base") - pl.col("maf_deductible_taken")).alias("maf_after_deductible"))
     raw = (pl.when(~elig).then(0).when(rev).then(_rev(df, "maf_pay"))
-           .otherwise(expr_apply_rate(pl.col("maf_after_deductible"), pl.col("maf_rate_bp").fill_null(0))))
+           .otherwise(yearly_difference(pl.col("maf_base_before"), pl.col("maf_base"), pl.col("maf_deductible"),
+                                        pl.col("maf_rate_bp"))))
     df = df.with_columns(raw.alias("maf_raw"), pl.col("maf_cap").fill_null(NO_CAP))
     df = df.with_columns(capped_payment(pl.col("maf_raw"), pl.col("maf_cap"), pl.col("carried_maf_paid"), PERSON_YEAR)
                          .alias("maf_pay"))
@@ -206,7 +219,8 @@ def adjudicate_assistance(df: pl.DataFrame, policies: Policies, used: set) -> pl
         pl.when(tneed).then(pl.col("tilt_base") - below).otherwise(0).alias("tilt_above"),
     )
     traw = (pl.when(~telig).then(0).when(rev).then(_rev(df, "maf_tilt_pay"))
-            .otherwise(expr_apply_rate(pl.col("tilt_above"), pl.col("tilt_rate_bp").fill_null(0))))
+            .otherwise(yearly_difference(pl.col("tilt_base_before"), pl.col("tilt_base"), pl.col("tilt_threshold"),
+                                         pl.col("tilt_rate_bp"))))
     df = df.with_columns(traw.alias("tilt_raw"), pl.col("tilt_cap").fill_null(NO_CAP))
     df = df.with_columns(capped_payment(pl.col("tilt_raw"), pl.col("tilt_cap"), pl.col("carried_tilt_paid"),
                                         PERSON_YEAR).alias("maf_tilt_pay"))
@@ -279,16 +293,16 @@ def _explain() -> list[pl.Expr]:
                   " = in scope − basic fund − critical illness; accumulated ", y(pl.col("maf_base_before")), " → ",
                   y(pl.col("maf_base_before") + pl.col("maf_base")), "; annual deductible ",
                   y(pl.col("maf_deductible")), ", taken ", y(pl.col("maf_deductible_taken")), "; ",
-                  bp_text(pl.col("maf_rate_bp")), " × ", y(pl.col("maf_after_deductible")), " = ",
-                  y(pl.col("maf_raw")), "; ", _left_text(pl.col("maf_cap"), pl.col("maf_paid_before"),
+                  bp_text(pl.col("maf_rate_bp")), " × ", y(pl.col("maf_after_deductible")),
+                  " as round(F(after)) − round(F(before)) = ", y(pl.col("maf_raw")), "; ", _left_text(pl.col("maf_cap"), pl.col("maf_paid_before"),
                                                          pl.col("maf_pay")),
                   "; assistance paid ", y(pl.col("maf_pay"))),
         when_text(telig, "tilt assistance (", pl.when(pl.col("tilt_location") == IN_CITY).then(pl.lit("in Suizhou"))
                   .otherwise(pl.lit("elsewhere in Hubei")), "): self-pay left ", y(pl.col("tilt_base")),
                   ", accumulated ", y(pl.col("tilt_base_before")), " → ",
                   y(pl.col("tilt_base_before") + pl.col("tilt_base")), ", threshold ", y(pl.col("tilt_threshold")),
-                  ", above it ", y(pl.col("tilt_above")), "; ", bp_text(pl.col("tilt_rate_bp")), " = ",
-                  y(pl.col("tilt_raw")), "; ", _left_text(pl.col("tilt_cap"), pl.col("tilt_paid_before"),
+                  ", above it ", y(pl.col("tilt_above")), "; ", bp_text(pl.col("tilt_rate_bp")),
+                  " as round(F(after)) − round(F(before)) = ", y(pl.col("tilt_raw")), "; ", _left_text(pl.col("tilt_cap"), pl.col("tilt_paid_before"),
                                                           pl.col("maf_tilt_pay")),
                   "; tilt paid ", y(pl.col("maf_tilt_pay"))),
         when_text(pl.col("is_reversal") & pl.col("maf_eligible"), "assistance of the original (class ",

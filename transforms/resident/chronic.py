@@ -26,8 +26,9 @@ drug qualification) and ledger `special_drug` (med_type 14 / 140104 / 140201 / 4
               of the basic fund (§3.7, engine). Critical illness (§3.8) takes
               burden = in_scope − hifp − burden_excluded_amt on the ledgers of its parameter.
 
-"Belongs to a certified special disease": the drug's disease — the line's main diagnosis
-`dise_codg`, or, when the line carries none, the ICD-10 the drug qualification was granted for — has
+"Belongs to a certified special disease": the drug's disease — the ICD-10 the drug qualification was
+granted for (`certifications.dise_codg` of the special_drug row; A-29, chronic.special_drug_disease_icd_from
+= qualification: the line's diagnosis does not decide) — has
 the same ICD-10 category (first three characters, as A-23 compares codes) as a certification of kind
 special / special_transplant / special_dialysis / special_mental of the person valid on the
 settlement date. Several such diseases: the highest rate (§1.6, the most favourable). A chronic
@@ -68,6 +69,7 @@ REGION, SCHEME, TOPIC = "suizhou", "resident", "chronic"
 LEDGERS = ("chronic", "special_drug")
 DISEASE_KINDS = ("chronic", "special", "special_transplant", "special_dialysis", "special_mental")
 SPECIAL_KINDS = ("special", "special_transplant", "special_dialysis", "special_mental")
+ICD_FROM = ("qualification", "line_diagnosis")  # chronic.special_drug_disease_icd_from (A-29)
 LIMIT_ACC = "chronic_limit_used"  # per certified disease: "chronic_limit_used:<dise_cert_code>"
 
 
@@ -108,8 +110,16 @@ def by_kind(df: pl.DataFrame, policies: Policies, name: str, kind_col: str, out:
 def _special_disease(df: pl.DataFrame, policies: Policies, used: set, want: pl.Expr) -> pl.DataFrame:
     """For special-drug lines (`want`): the certified special disease the drug belongs to with the
     highest rate — sd_disease_rate_bp, sd_disease_cert, sd_disease_kind (null when none)."""
-    drug_icd = (pl.when(pl.col("dise_codg").str.len_chars() > 0).then(pl.col("dise_codg"))
-                .otherwise(pl.col("cert_dise_codg")))
+    df = attach(df, policies, REGION, SCHEME, f"{TOPIC}.special_drug_disease_icd_from", "__icd_from", convert=str,
+                dtype=pl.String, need=want, used=used)
+    bad = df.filter(want & ~pl.col("__icd_from").is_in(list(ICD_FROM)))
+    if bad.height:
+        r = bad.row(0, named=True)
+        raise NotImplementedError(f"{REGION}/{SCHEME}/{TOPIC}.special_drug_disease_icd_from = {r['__icd_from']!r} on "
+                                  f"{r['setl_date']}: one of {ICD_FROM} (A-29)")
+    # A-29: the qualification's ICD-10 decides, not the line's diagnosis (unless the switch says line_diagnosis)
+    drug_icd = (pl.when((pl.col("__icd_from") == "line_diagnosis") & (pl.col("dise_codg").str.len_chars() > 0))
+                .then(pl.col("dise_codg")).otherwise(pl.col("cert_dise_codg")))
     df = df.with_row_index("__r")
     cand = (df.filter(want)
             .select("__r", "setl_date", icd_category(drug_icd).alias("__icd"), "certs_on_date")
@@ -121,7 +131,7 @@ def _special_disease(df: pl.DataFrame, policies: Policies, used: set, want: pl.E
             .group_by("__r", maintain_order=True).first()
             .select("__r", pl.col("__rate").alias("sd_disease_rate_bp"), pl.col("dise_cert_code").alias("sd_disease_cert"),
                     pl.col("kind").alias("sd_disease_kind")))
-    return join_left(df, best, "__r").drop("__r")
+    return join_left(df, best, "__r").drop("__r", "__icd_from")
 
 
 def adjudicate_chronic(df: pl.DataFrame, policies: Policies, used: set) -> pl.DataFrame:

@@ -72,6 +72,10 @@ def adjudicate_stays(lines: pl.DataFrame, policies: Policies, used: set) -> pl.D
     lines = lines.with_columns(exempt.alias("deductible_exempt"), trauma_counties.alias("__trauma_county"))
     held = stay & (pl.col("med_type") == "22") & pl.col("__trauma_county") & pl.col("trauma_report_no").is_null()
     lines = lines.with_columns(held.alias("held_for_review")).drop("__trauma_county")
+    lines = attach(lines, policies, REGION, SCHEME, f"{p}.held_line_moves_nothing", "__inert", convert=bool,
+                   dtype=pl.Boolean, need=pl.col("held_for_review"), used=used)
+    # a held line that moves nothing (no deductible here; not judged under §3.10, out_of_scope.py)
+    lines = lines.with_columns((pl.col("held_for_review") & pl.col("__inert").fill_null(False)).alias("held_inert"))
     off_pre = pl.when(out_city_stay).then(expr_apply_rate(pl.col("inscp_scp_amt"), pl.col("__off_rate"))).otherwise(0)
     lines = lines.with_columns(off_pre.alias("offsite_preselfpay_amt"))
     base = pl.col("inscp_scp_amt") - pl.col("offsite_preselfpay_amt")
@@ -84,8 +88,10 @@ def adjudicate_stays(lines: pl.DataFrame, policies: Policies, used: set) -> pl.D
     # emergency visit merged into it, §3.5) draws on one deductible: a running total capped at D
     # (primitive 2), carried across months as `stay_ded_used:<mdtrt_id>`. A reversal gives back exactly
     # what its original took.
+    # A held trauma stay line (§3.6, A-28) takes none of the deductible: it moves no accumulator until released.
     toward = (pl.when(~stay).then(0)
               .when(pl.col("is_reversal")).then(pl.col("rev_act_pay_dedc").fill_null(0))
+              .when(pl.col("held_inert")).then(0)
               .otherwise(pl.max_horizontal(base, 0)))
     lines = lines.with_columns(pl.when(stay).then(ded).otherwise(0).alias("deductible_fen"))
     lines = lines.with_columns(
@@ -99,7 +105,7 @@ def adjudicate_stays(lines: pl.DataFrame, policies: Policies, used: set) -> pl.D
     lines = lines.with_columns(
         pl.when(stay).then(pl.col("after_deductible") - pl.col("hifp_raw")).otherwise(pl.col("pool_prop_selfpay"))
         .alias("pool_prop_selfpay"))
-    return lines.drop("__ded_in", "__ded_out").rename({"__off_rate": "offsite_rate_bp"})
+    return lines.drop("__ded_in", "__ded_out", "__inert").rename({"__off_rate": "offsite_rate_bp"})
 
 
 def _reasons() -> list[pl.Expr]:
@@ -134,7 +140,8 @@ STAGE = Stage(
     run=adjudicate_stays,
     accumulators={"stay_ded_used:{mdtrt_id}": "stay_ded_added"},
     defaults={"after_deductible": pl.Int64, "deductible_fen": pl.Int64, "hifp_rate_bp": pl.Int64,
-              "offsite_rate_bp": pl.Int64, "held_for_review": pl.Boolean, "deductible_exempt": pl.Boolean},
+              "offsite_rate_bp": pl.Int64, "held_for_review": pl.Boolean, "held_inert": pl.Boolean,
+              "deductible_exempt": pl.Boolean},
     reasons=_reasons,
     explain=_explain,
 )

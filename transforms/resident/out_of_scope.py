@@ -8,7 +8,9 @@ For a stay (ledgers of `out_of_scope.ledgers`) of a rural low-income person (an 
   limit        = out_of_scope.limit[relation][level], relation = in_county / out_of_county_in_province /
                  out_of_province ("none" = not controlled)
   violation    = out_of_scope / total > limit, compared exactly as out_of_scope × 10,000 > limit_bp × total
-  excess       = out_of_scope − round_half_up(limit × total)
+  excess       = round_half_up(out_of_scope − limit × total), rounded once (§1.3, §3.10 rev. 3)
+  A line held for review (§3.6, A-28) is not judged: it charges nothing to the institution; §3.10 is judged on
+  the line that releases the stay (each line on its own amounts).
   hosp_part_amt = excess, when the institution is inside Suizhou (in_city) and
                  `out_of_scope.excess_borne_by_institution_in_city`: the institution bears it and the
                  person does not pay it (psn_part_amt = total − funds − hosp_part_amt, engine totals).
@@ -26,7 +28,7 @@ import polars as pl
 
 from flows.policies import MissingParameter, Policies
 from transforms.explain import bp_text, code_if, fen_text, when_text
-from transforms.money import BP, expr_apply_rate, expr_round_half_up_div, rate_to_bp
+from transforms.money import BP, expr_round_half_up_div, rate_to_bp
 from transforms.params import UNLIMITED, attach
 from transforms.resident.inpatient import in_list_on_date
 from transforms.stage import Stage
@@ -101,7 +103,8 @@ def control_out_of_scope(df: pl.DataFrame, policies: Policies, used: set) -> pl.
     df = df.with_columns(rli.alias("oos_rural_low_income")).drop("__rli_id", "__req_rural")
     ledger_ok = in_list_on_date(df, policies, REGION, SCHEME, f"{TOPIC}.ledgers", used, "ledger",
                                 need=pl.col("oos_rural_low_income"))
-    df = df.with_columns((pl.col("oos_rural_low_income") & ledger_ok).alias("oos_controlled"))
+    held = pl.col("held_inert").fill_null(False) if "held_inert" in df.columns else pl.lit(False)
+    df = df.with_columns((pl.col("oos_rural_low_income") & ledger_ok & ~held).alias("oos_controlled"))
     df = _attach_limit(df, policies, used, need=pl.col("oos_controlled"))
 
     controlled = pl.col("oos_controlled")
@@ -116,8 +119,9 @@ def control_out_of_scope(df: pl.DataFrame, policies: Policies, used: set) -> pl.
     violation = (pl.col("oos_limit_bp").is_not_null() & (total > 0)
                  & (pl.col("oos_amt") * BP > pl.col("oos_limit_bp") * total))
     df = df.with_columns(violation.fill_null(False).alias("oos_violation"))
+    # round(out_of_scope − limit × total) once, in basis-point fen (not out_of_scope − round(limit × total))
     excess = pl.when(pl.col("oos_violation")).then(
-        pl.col("oos_amt") - expr_apply_rate(total, pl.col("oos_limit_bp"))).otherwise(0)
+        expr_round_half_up_div(pl.col("oos_amt") * BP - pl.col("oos_limit_bp") * total, BP)).otherwise(0)
     df = df.with_columns(excess.alias("oos_excess"))
 
     df = attach(df, policies, REGION, SCHEME, f"{TOPIC}.excess_borne_by_institution_in_city", "__to_inst",

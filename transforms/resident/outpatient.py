@@ -23,15 +23,21 @@ Pharmacy (`pharmacy`: med_type 41 without a special-drug qualification), and any
   level 1 and below (§3.2) and no pharmacy benefit (A-11 is the Xiangyang employees' rule, §4.3). The bureau
   expects such a purchase to be adjudicated, not left pending: basic fund 0, reason PHARMACY_NOT_COVERED.
 
-What accumulates (the state a reversal takes back, POLICY §1.7): every amount is this stage's payment,
-i.e. the basic fund before the annual cap of §3.7 (`hifp_raw`):
+What accumulates (the state a reversal takes back, POLICY §1.7): every amount is what the basic fund
+actually paid on the line, after the 150,000 annual cap of §3.7 (`hifp_pay`; §3.2: an amount the annual cap
+cut is not paid and uses none of these limits):
   op_pool_paid      outpatient-pooling payments of the year that count toward the 350 cap
   two_disease_paid  two-disease payments of the year; the shared total is op_pool_paid + two_disease_paid
   (the day)         paid today at an institution: within one day, hence one month, so it is never carried.
 
-A reversal's accumulators move back by what its original added, which is the original's stage payment
-`hifp_pay + hifp_cap_cut` (the engine gives it negated as `rev_…`); when the original is in the same batch
-and on the same day, the reversal frees its room under the daily limit too.
+A reversal's accumulators move back by what its original added, the original's `hifp_pay` (the engine gives
+it negated as `rev_hifp_pay`); when the original is in the same batch and on the same day, the reversal frees
+its room under the daily limit too.
+
+The stage runs before the annual cap and sets `hifp_raw` (what these limits let through). Where the annual
+cap then cut a line of these ledgers, the limits of the later lines were counted with the cut amount:
+`after_annual_cap` walks those person-years line by line again, every ledger's line in order, with the annual
+cap and these limits together — so persons far from the 150,000 (nearly all) are never walked.
 
 Vectorized exactly (DESIGN primitives 2, 4 and 5): a candidate from the sequential primitives (daily limit,
 then the pool cap, then the shared ceiling), then a check that the candidate satisfies the line-by-line
@@ -239,8 +245,7 @@ def adjudicate_outpatient(df: pl.DataFrame, policies: Policies, used: set) -> pl
                      pl.col("fixmedins_code").alias("__o_inst"), pl.col("__dl").alias("__o_dl"))
     df = join_left(df, orig, "orig_setl_id")
     df = df.with_columns(
-        pl.when(rev & mine).then(pl.col("rev_hifp_pay").fill_null(0) + pl.col("rev_hifp_cap_cut").fill_null(0))
-        .otherwise(0).alias("__rev_amt"),
+        pl.when(rev & mine).then(pl.col("rev_hifp_pay").fill_null(0)).otherwise(0).alias("__rev_amt"),
         (rev & is_op & pl.col("__o_dl").fill_null(False)).alias("__rev_day"),
         pl.when(pl.col("__o_date").is_not_null() & rev).then(pl.col("__o_date")).otherwise(pl.col("setl_date"))
         .alias("__day_date"),
@@ -294,7 +299,97 @@ def adjudicate_outpatient(df: pl.DataFrame, policies: Policies, used: set) -> pl
     )
     df = df.with_columns((fwd & is_td & pl.col("__td_no_level")).alias("op_pharmacy_td"))
     df = mark_handled(df, mine, pl.col("op_pay"))
+    # what after_annual_cap needs to walk these lines again
+    df = df.with_columns([pl.col(c).alias(f"opx{c[1:]}") for c in KEPT_FOR_CAP])
     return df.drop([c for c in df.columns if c.startswith("__") and c not in given])
+
+
+# Internal columns of the stage that after_annual_cap reads (kept as opx_…)
+KEPT_FOR_CAP = ("__dl", "__rev_day", "__rev_amt", "__counts", "__op_elig", "__shared", "__day_date", "__day_inst")
+
+
+def after_annual_cap(df: pl.DataFrame, policies: Policies, used: set) -> pl.DataFrame:
+    """§3.2 (§3.7): the 350 cap, the daily limits and the two-disease ceiling count what the fund actually paid
+    after the annual cap. The stage counted its own payment (before the cap); that is exact in every person-year
+    where the annual cap cut no line of these ledgers. The others are walked line by line here — every line of
+    the person-year in order, the annual cap and these limits together — and their basic-fund columns, the
+    limits' befores and cuts and what they add to op_pool_paid / two_disease_paid are set from the walk."""
+    if "opx_dl" not in df.columns:
+        return df
+    kept = [f"opx{c[1:]}" for c in KEPT_FOR_CAP]
+    fwd = pl.col("op_mine").fill_null(False) & ~pl.col("is_reversal")
+    walk = (fwd & (pl.col("hifp_cap_cut") != 0)).any().over(PERSON_YEAR)
+    df = df.with_columns(walk.alias("__walk"))
+    if not df["__walk"].any():
+        return df.drop("__walk", *kept)
+    # a line whose payment was 0 before may pay now (more room): the annual cap in force on it
+    df = attach(df, policies, REGION, SCHEME, "annual_cap.hifp", "__cap", convert=yuan_to_fen,
+                need=pl.col("__walk") & ((pl.col("hifp_raw") != 0) | (fwd & (pl.col("op_raw") != 0))), used=used)
+    scope = day_scope(policies, used, df.filter(pl.col("ledger") == OP)["setl_date"].unique().sort().to_list())
+    by_day = ["psn_no", *(("opx_day_date",) if "setl_date" in scope else ()),
+              *(("opx_day_inst",) if "fixmedins_code" in scope else ())]
+    cols = ["psn_no", "year", *by_day[1:], "op_mine", "is_reversal", "ledger", "opx_dl", "opx_rev_day", "opx_rev_amt",
+            "opx_counts", "opx_op_elig", "opx_shared", "op_raw", "op_day_limit", "op_cap", "td_cap", "hifp_raw",
+            "__cap", "carried_op_pool_paid", "carried_two_disease_paid", "carried_hifp_paid"]
+    idx = df.with_row_index("__i").filter(pl.col("__walk"))
+    annual: dict[tuple, int] = {}
+    pool: dict[tuple, int] = {}
+    two: dict[tuple, int] = {}
+    day: dict[tuple, int] = {}
+    out: dict[str, list] = {c: [] for c in ("hifp_raw", "hifp_pay", "hifp_paid_before", "op_pay", "op_day_before",
+                                            "op_pool_before", "td_before", "op_day_cut", "op_cap_cut", "td_cap_cut",
+                                            "op_pool_add", "td_add")}
+    for row in idx.select(cols).iter_rows(named=True):
+        py = (row["psn_no"], row["year"])
+        annual.setdefault(py, row["carried_hifp_paid"])
+        pool.setdefault(py, row["carried_op_pool_paid"])
+        two.setdefault(py, row["carried_two_disease_paid"])
+        dk = (row["psn_no"], *[row[c] for c in by_day[1:]])
+        is_op, is_td = row["ledger"] == OP, row["ledger"] == TWO
+        mine, rev = bool(row["op_mine"]), row["is_reversal"]
+        raw = row["hifp_raw"] or 0
+        day_before, pool_before, two_before = day.get(dk, 0), pool[py], two[py]
+        cuts = (0, 0, 0)
+        if mine and not rev:
+            a_day = raw = row["op_raw"] or 0
+            if row["opx_dl"]:
+                a_day = min(raw, max(0, row["op_day_limit"] - day_before))
+            a_op = a_day
+            if row["opx_op_elig"] and row["opx_counts"]:
+                a_op = min(a_day, max(0, row["op_cap"] - pool_before))
+            raw = a_op
+            if row["opx_shared"]:
+                raw = min(a_op, max(0, row["td_cap"] - pool_before - two_before))
+            cuts = (row["op_raw"] - a_day, a_day - a_op, a_op - raw) if row["op_raw"] else (0, 0, 0)
+        pay = min(raw, max(0, (row["__cap"] or 0) - annual[py])) if raw else 0
+        annual_before = annual[py]
+        annual[py] += pay
+        add_op = add_td = 0
+        if mine:
+            amount = row["opx_rev_amt"] if rev else pay  # §3.2: what the fund paid; a reversal what its original did
+            if row["opx_dl"] or (rev and row["opx_rev_day"]):
+                day[dk] = day_before + amount
+            if is_op and row["opx_counts"]:
+                pool[py] += amount
+                add_op = amount
+            if is_td:
+                two[py] += amount
+                add_td = amount
+        for c, v in (("hifp_raw", raw), ("hifp_pay", pay), ("hifp_paid_before", annual_before),
+                     ("op_pay", raw if mine and not rev else 0), ("op_day_before", day_before if row["opx_dl"] else None),
+                     ("op_pool_before", pool_before), ("td_before", two_before), ("op_day_cut", cuts[0]),
+                     ("op_cap_cut", cuts[1]), ("td_cap_cut", cuts[2]), ("op_pool_add", add_op), ("td_add", add_td)):
+            out[c].append(v)
+    at = idx["__i"]
+    df = df.with_columns([df[c].cast(pl.Int64).scatter(at, pl.Series(v, dtype=pl.Int64)).alias(c)
+                          for c, v in out.items()])
+    df = df.with_columns(
+        pl.when(pl.col("__walk")).then(pl.col("hifp_raw") - pl.col("hifp_pay")).otherwise(pl.col("hifp_cap_cut"))
+        .alias("hifp_cap_cut"),
+        pl.when(pl.col("__walk")).then(pl.col("op_pool_before") + pl.col("td_before"))
+        .otherwise(pl.col("td_shared_before")).alias("td_shared_before"),
+    )
+    return df.drop("__walk", "__cap", *kept)
 
 
 def _befores_and_cuts(df: pl.DataFrame, by_day: list[str]) -> pl.DataFrame:
