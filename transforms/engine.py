@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from flows.policies import Policies
+from transforms import merged_stays
 from transforms.accounts import (
     AccountInputs,
     append_account_note,
@@ -31,7 +32,6 @@ from transforms.employee import stages as employee_stages
 from transforms.enrich import enrich
 from transforms.explain import code_if, fen_text, join_codes, join_fragments, when_text
 from transforms.frames import join_left
-from transforms import merged_stays
 from transforms.params import attach, yuan_to_fen
 from transforms.resident import stages as resident_stages
 from transforms.resident import xiangyang as xy_resident

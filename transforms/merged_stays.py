@@ -100,17 +100,24 @@ def plan(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], policies: Poli
         old = _stored_events(earlier).join(keys, on=KEY, how="semi")
         ev = pl.concat([old.cast(EVENT_SCHEMA), ev.cast(EVENT_SCHEMA)])
     ev = ev.sort(["psn_no", "setl_time", "setl_id"])
-    reversed_ids = ev["orig_setl_id"].drop_nulls()
+    revs = ev.filter(pl.col("orig_setl_id").is_not_null()).select(
+        pl.col("orig_setl_id").alias("setl_id"), pl.col("setl_time").alias("r_time"), pl.col("setl_id").alias("r_id"))
     settling = (ev.filter(pl.col("med_type").is_in(STAY_LINE_TYPES) & pl.col("orig_setl_id").is_null()
                           & ~pl.col("held"))
                 .group_by(KEY, maintain_order=True)
                 .agg(pl.col("setl_id").first().alias("settling_id"), pl.col("setl_time").first().alias("s_time"),
                      pl.col("stored").first().alias("s_stored")))
     em = ev.filter(pl.col("med_type") == EMERGENCY).join(settling, on=KEY, how="inner")
-    before = ((pl.col("setl_time") < pl.col("s_time"))
-              | ((pl.col("setl_time") == pl.col("s_time")) & (pl.col("setl_id") < pl.col("settling_id"))))
+
+    def precedes(t: str, i: str) -> pl.Expr:  # (time, id) order of §1.2
+        return (pl.col(t) < pl.col("s_time")) | ((pl.col(t) == pl.col("s_time")) & (pl.col(i) < pl.col("settling_id")))
+
+    before = precedes("setl_time", "setl_id")
+    # an emergency line reversed before the settling line is not part of the stay any more (its reversal undid it)
+    gone = (em.join(revs, on="setl_id", how="inner").filter(precedes("r_time", "r_id"))
+            .select("setl_id").unique())
     merged = em.filter(before & pl.col("emergency") & pl.col("orig_setl_id").is_null()
-                       & ~pl.col("setl_id").is_in(reversed_ids.implode()) & ~pl.col("s_stored"))
+                       & ~pl.col("setl_id").is_in(gone["setl_id"].implode()) & ~pl.col("s_stored"))
     after = em.filter(~before & ~pl.col("stored") & pl.col("orig_setl_id").is_null())
     return pl.concat([
         merged.select(pl.col("setl_id").alias("emergency_id"), "settling_id", pl.lit(None, pl.String).alias("after_id")),
