@@ -88,10 +88,8 @@ def population(draw):
                                  a=draw(st.integers(0, 300_000)), own=draw(st.integers(0, 80_000)),
                                  over=draw(st.integers(0, 20_000)), mdtrt_id=mine[-1]["mdtrt_id"],
                                  trauma_report_no=draw(st.sampled_from([None, "R1", "R1"]))))
-            # §3.5/A-5: a second line of the same stay or visit. Within one month only: an emergency visit is
-            # merged into its stay only when both are in the same monthly batch (known limitation, README).
-            if (len(mine) > 1 and draw(st.integers(0, 4)) == 0
-                    and mine[-1]["setl_time"].strftime("%Y-%m") == mine[-2]["setl_time"].strftime("%Y-%m")):
+            # §3.5/A-5, §1.12: a second line of the same stay or visit, in the same month or a later one
+            if len(mine) > 1 and draw(st.integers(0, 4)) == 0:
                 mine[-1]["mdtrt_id"] = mine[-2]["mdtrt_id"]
             if med_type in CERT_MED_TYPES:  # §3.4: validation lets only a certification valid on the date through
                 valid = [c[1] for c in certs if c[0] == pid and _cert_valid(c, day.date())]
@@ -110,8 +108,10 @@ def population(draw):
         if draw(st.integers(0, 2)) == 0:
             mine += draw(near_annual_cap(pid, codes))
         rows += mine
+        rows += draw(merged_stays(pid, HOSPITALS))
         reversed_ids = {m["orig_setl_id"] for m in mine if m.get("orig_setl_id")}
-        candidates = [m for m in mine if not m.get("orig_setl_id") and m["setl_id"] not in reversed_ids]
+        candidates = [m for m in mine if not m.get("orig_setl_id") and m["setl_id"] not in reversed_ids
+                      and not settles_or_merged(m, mine)]
         if candidates and draw(st.booleans()):
             orig = draw(st.sampled_from(candidates))
             later = orig["setl_time"] + dt.timedelta(days=draw(st.integers(0, 40)), seconds=1)
@@ -149,6 +149,55 @@ def near_annual_cap(draw, pid: str, codes: list[str]) -> list[dict]:
             out.append(line(pid, t.strftime("%Y-%m-%d %H:%M:%S"), draw(st.sampled_from(["SZ1", "SZV"])),
                             med_type="11", a=draw(st.integers(0, 120_000))))
     return out
+
+
+def merged_stays(draw, pid: str, hospitals: list[str], insutype: str = "390") -> list[dict]:
+    """§1.11–§1.12: emergency lines (13) and the stay line (21/22/24) they turned into, sharing mdtrt_id: in one
+    month, across months, across the year boundary; sometimes a held trauma line (22 without a report) between,
+    an emergency line reversed before the stay line, a rescue among them, a 13 after the stay line, a second
+    stay line."""
+    out: list[dict] = []
+    for k in range(draw(st.integers(0, 2))):
+        mdtrt = f"{pid}ST{k}"
+        t = dt.datetime(2025, 1, 1, 8) + dt.timedelta(days=draw(st.sampled_from([draw(st.integers(0, 450)), 364, 360])),
+                                                      minutes=draw(st.integers(0, 900)))
+        stay_inst = draw(st.sampled_from(hospitals))
+
+        def at(when, med_type, inst=None, mdtrt=mdtrt, **kw):
+            size = draw(st.sampled_from(["tiny", "small", "big"]))
+            a = draw(st.integers(0, {"tiny": 12_000, "small": 300_000, "big": 5_000_000}[size]))
+            b = draw(st.integers(0, {"tiny": 4_000, "small": 50_000, "big": 800_000}[size]))
+            return line(pid, when.strftime("%Y-%m-%d %H:%M:%S"), inst or draw(st.sampled_from(hospitals)),
+                        med_type=med_type, a=a, b=b, own=draw(st.integers(0, 20_000)), over=draw(st.integers(0, 3_000)),
+                        mdtrt_id=mdtrt, insutype=insutype, offsite_type=draw(st.sampled_from([None, "101", "903"])),
+                        **kw)
+        for _ in range(draw(st.integers(1, 3))):
+            out.append(at(t, "13", is_emergency_rescue=draw(st.integers(0, 5)) == 0))
+            t += dt.timedelta(hours=draw(st.integers(1, 30)))
+        if draw(st.integers(0, 3)) == 0:  # an emergency line reversed before the stay line
+            e = draw(st.sampled_from(out[-1:]))
+            out.append(reversal_of(e, (t - dt.timedelta(minutes=30)).strftime("%Y-%m-%d %H:%M:%S")))
+        if draw(st.integers(0, 2)) == 0:  # a held trauma line (§3.6, A-28) before the line that settles
+            out.append(at(t, "22", stay_inst))
+            t += dt.timedelta(days=draw(st.integers(0, 40)), hours=1)
+        t += dt.timedelta(days=draw(st.sampled_from([0, 0, 3, 20, 45])), hours=1)
+        out.append(at(t, draw(st.sampled_from(["21", "22", "24"])), stay_inst, trauma_report_no="R1"))
+        for _ in range(draw(st.integers(0, 2))):  # later lines of the stay: a 13, an interim settlement
+            t += dt.timedelta(days=draw(st.integers(0, 40)), hours=1)
+            out.append(at(t, draw(st.sampled_from(["13", "21", "24"])), stay_inst, trauma_report_no="R1"))
+    return out
+
+
+def settles_or_merged(x: dict, rows: list[dict]) -> bool:
+    """A line whose reversal the population leaves out: an emergency line a later stay line merges (validation
+    rejects its reversal, REVERSAL_AFTER_MERGE) or a stay line with an earlier 13 of its stay (it may settle a
+    merge; the engine reverses it from its stored amounts, see transforms/merged_stays.py)."""
+    same = [y for y in rows if y is not x and y["mdtrt_id"] == x["mdtrt_id"]
+            and y["setl_time"].year == x["setl_time"].year and not y.get("orig_setl_id")]
+    if x["med_type"] == "13":
+        return any(y["med_type"] in ("21", "22", "24") and y["setl_time"] >= x["setl_time"] for y in same)
+    return x["med_type"] in ("21", "22", "24") and any(y["med_type"] == "13" and y["setl_time"] <= x["setl_time"]
+                                                       for y in same)
 
 
 def _cert_valid(cert: tuple, on: dt.date) -> bool:
@@ -195,8 +244,8 @@ def test_month_by_month_equals_one_run(pop):
     done = []
     for _month, month_rows in _split_by_month(rows):
         # every year's state is carried: a January reversal of a December line gives back to December's year (§1.7)
-        res = adjudicate(lines(month_rows), regs, POL, carried=carried,
-                         originals=pl.concat(done, how="diagonal_relaxed") if done else None)
+        earlier = pl.concat(done, how="diagonal_relaxed") if done else None
+        res = adjudicate(lines(month_rows), regs, POL, carried=carried, originals=earlier, earlier_stays=earlier)
         done.append(res.adjudicated)
         # the state at month end: latest value per person-year-name
         new = res.accumulators

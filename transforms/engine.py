@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from flows.policies import Policies
+from transforms import merged_stays
 from transforms.accounts import (
     AccountInputs,
     append_account_note,
@@ -79,6 +80,7 @@ ADJUDICATED_COLUMNS = [
     "acct_allowed", "emp_status", "benefit_block",  # ours (§4.3): employees' status and benefit period
     "identity_group",  # ours (§2): s1 / s2 / s3 / ordinary for Suizhou residents, else the scheme
     "oos_limit_bp",  # ours (§3.10): the out-of-scope limit the stay was judged by (basis points), null if none
+    "merged_setl_ids",  # ours (§1.12, A-31): the emergency lines a settling stay line merged, comma-separated
 ]
 
 
@@ -103,7 +105,7 @@ def empty_carried() -> pl.DataFrame:
 def adjudicate(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], policies: Policies,
                carried: pl.DataFrame | None = None, originals: pl.DataFrame | None = None,
                balances: pl.DataFrame | None = None, original_ledger: pl.DataFrame | None = None,
-               period: tuple | None = None) -> Adjudication:
+               period: tuple | None = None, earlier_stays: pl.DataFrame | None = None) -> Adjudication:
     """Adjudicate accepted lines (any number of months of one year or several years).
 
     carried: accumulators at the end of the month before the first line (psn_no, year, name, value).
@@ -111,8 +113,16 @@ def adjudicate(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], policies
     balances: personal-account state at the end of the previous month (psn_no, as_of, balc), any year;
     original_ledger: account_ledger rows of earlier runs naming the originals; period: (first, last day)
     whose month starts are credited, default the lines' months (transforms/accounts.py).
+    earlier_stays: stored adjudicated rows of earlier months of the lines' stays (same psn_no and mdtrt_id as a
+    13/21/22/24 line here; flows/store.py stay_history): the emergency lines a stay line of these lines merges
+    (POLICY §1.12, transforms/merged_stays.py).
     """
     carried = carried if carried is not None else empty_carried()
+    # §1.12: give-back rows for the emergency lines each settling stay line merges; they are reversals of those
+    # lines (originals: stored rows here, or this batch's own, resolved by the in-batch pass below)
+    lines, stored = merged_stays.expand(lines, registers, policies, earlier_stays)
+    if stored is not None:
+        originals = pl.concat([x for x in (originals, stored) if x is not None and x.height], how="diagonal_relaxed")
     acct = AccountInputs(balances=balances, original_ledger=original_ledger, period=period or period_of(lines))
     rev_ids = lines.filter(pl.col("orig_setl_id").is_not_null())["orig_setl_id"]
     in_batch = lines.filter(pl.col("setl_id").is_in(rev_ids.implode()))
@@ -174,7 +184,7 @@ def combine_adjudications(parts: list[Adjudication], used: set | None = None) ->
 def adjudicate_shards(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], policies: Policies, shards: int,
                       carried: pl.DataFrame | None = None, originals: pl.DataFrame | None = None,
                       balances: pl.DataFrame | None = None, original_ledger: pl.DataFrame | None = None,
-                      period: tuple | None = None) -> Adjudication:
+                      period: tuple | None = None, earlier_stays: pl.DataFrame | None = None) -> Adjudication:
     """`adjudicate` shard by shard (persons split by family group): the same result as one call."""
     acct = AccountInputs(balances=balances, original_ledger=original_ledger, period=period or period_of(lines))
     carried = carried if carried is not None else empty_carried()
@@ -184,7 +194,7 @@ def adjudicate_shards(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], p
         sub = _restricted(assign.filter(pl.col("shard") == s).select("psn_no"), lines, registers, carried, acct)
         parts.append(adjudicate(sub["lines"], sub["registers"], policies, carried=sub["carried"], originals=originals,
                                 balances=sub["acct"].balances, original_ledger=sub["acct"].original_ledger,
-                                period=acct.period))
+                                period=acct.period, earlier_stays=earlier_stays))
     return combine_adjudications(parts)
 
 
@@ -192,7 +202,9 @@ def _adjudicate_once(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], po
                      carried: pl.DataFrame, originals: pl.DataFrame | None,
                      acct: AccountInputs | None = None) -> Adjudication:
     used: set = set()
-    df = enrich(lines, registers, policies, used).sort(["psn_no", "setl_time", "setl_id"]).with_row_index("__line")
+    # (psn, time, id) order (§1.2); a give-back row sorts just before its settling line (§1.12)
+    order = ["__sort_id", "__sort_sub", "setl_id"] if "__sort_id" in lines.columns else ["setl_id"]
+    df = enrich(lines, registers, policies, used).sort(["psn_no", "setl_time", *order]).with_row_index("__line")
     df = df.with_columns(pl.col("setl_time").dt.strftime("%Y-%m").alias("month"))
     df = _reversal_years(df, originals)
     df = _join_carried(df, carried)
@@ -211,9 +223,11 @@ def _adjudicate_once(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], po
     out = pl.concat(parts, how="diagonal_relaxed") if parts else _pending(df)
     out = out.sort("__line")  # back in (person, time) order: one integer key, not three string ones
     out = _totals(_apply_reversals(_zero_missing(out)))
+    acc = _accumulators_after(out, carried)  # the give-back rows of merged stays move accumulators too (§1.12)
+    if "merge_give_back" in out.columns:
+        out = merged_stays.fold(out)
     out, accounts = apply_accounts(out, registers, policies, acct, used)  # own account, family accounts, cash
-    out = append_account_note(_explain(out))
-    acc = _accumulators_after(out, carried)
+    out = merged_stays.finish(append_account_note(_explain(out)))
     adjudicated = out.select([c for c in ADJUDICATED_COLUMNS if c in out.columns])
     check_invariants(adjudicated)
     return Adjudication(adjudicated=adjudicated, accumulators=acc, used=used,
@@ -498,13 +512,16 @@ class InvariantViolation(AssertionError):
 
 def check_invariants(adj: pl.DataFrame) -> None:
     """DATA.md §4: the run fails rather than write a row that breaks one."""
-    rev = pl.col("orig_setl_id").is_not_null()
+    # negative amounts: reversals, and a stay line's recoveries of what its merged emergency lines were paid
+    # (§1.12, A-31), whose hifp_pay bound is the merged stay's in-scope cost (its stored inscp_scp_amt)
+    merged = pl.col("merged_setl_ids").is_not_null() if "merged_setl_ids" in adj.columns else pl.lit(False)
+    rev = pl.col("orig_setl_id").is_not_null() | merged
     neg = pl.any_horizontal([pl.col(c) < 0 for c in MONEY_COLUMNS])
     bad = adj.filter(
         (~rev & neg)
         | (pl.col("fund_pay_sumamt") + pl.col("hosp_part_amt") + pl.col("acct_pay") + pl.col("acct_mulaid_pay")
            + pl.col("psn_cash_pay") != pl.col("medfee_sumamt"))
-        | (~rev & (pl.col("hifp_pay") > pl.col("inscp_scp_amt")))
+        | (pl.col("orig_setl_id").is_null() & (pl.col("hifp_pay") > pl.col("inscp_scp_amt")))
     )
     if bad.height:
         r = bad.row(0, named=True)

@@ -30,7 +30,7 @@ def ledger_expr() -> pl.Expr:
     mt = pl.col("med_type")
     rescue = pl.col("is_emergency_rescue").fill_null(False)
     return (
-        # §3.5: a rescue, or an emergency visit that turned into a stay (same mdtrt_id as a 24), is a stay
+        # §3.5, §1.12: a rescue, or an emergency visit settled after its stay's settling line, is a stay
         pl.when(mt.is_in(["21", "22", "24"]) | ((mt == "13") & (rescue | pl.col("merged_into_stay"))))
         .then(pl.lit("inpatient"))
         .when(mt == "52").then(pl.lit("maternity"))
@@ -119,11 +119,10 @@ def enrich(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], policies: Po
         (pl.col("inst_admdvs").str.slice(0, 4) == pl.col("insuplc_admdvs").str.slice(0, 4)).alias("in_city"),
         (pl.col("inst_admdvs").str.slice(0, 2) == pl.col("insuplc_admdvs").str.slice(0, 2)).alias("in_province"),
     )
-    # §3.5: the emergency visit (13) of a stay that it turned into (24, same person and mdtrt_id in this batch)
-    stays = lines.filter(pl.col("med_type") == "24").select("psn_no", "mdtrt_id").unique()
-    out = join_left(out, stays.with_columns(pl.lit(True).alias("merged_into_stay")), ["psn_no", "mdtrt_id"])
-    out = out.with_columns(((pl.col("med_type") == "13") & pl.col("merged_into_stay").fill_null(False))
-                           .alias("merged_into_stay"))
+    # §1.12: an emergency visit (13) settled after its stay's settling line is a line of that stay
+    # (transforms/merged_stays.py marks it `after_stay_line`; one settled before it is outpatient care at its time)
+    after = pl.col("after_stay_line").fill_null(False) if "after_stay_line" in out.columns else pl.lit(False)
+    out = out.with_columns(((pl.col("med_type") == "13") & after).alias("merged_into_stay"))
     out = out.with_columns(ledger_expr().alias("ledger"))
     if policies is not None:
         out = pharmacy_on_certification(out, policies, used)

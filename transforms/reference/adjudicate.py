@@ -160,30 +160,89 @@ def _funds(lines: list[dict], registers: dict[str, list[dict]], policies: Polici
         certs[r["psn_no"]].append(r)
     state: dict[tuple[str, int, str], int] = dict(carried or {})
     done: dict[str, dict] = dict(originals or {})
-    stays = {(x["psn_no"], x["mdtrt_id"]) for x in lines if x["med_type"] == "24"}
+    # §1.12: per stay (psn_no, year, mdtrt_id): settled yet?, and its emergency lines adjudicated as outpatient
+    # care and not merged yet (setl_id → line)
+    settled: set[tuple] = set()
+    pending: dict[tuple, dict[str, dict]] = defaultdict(dict)
     out = []
-    for line in sorted(lines, key=lambda x: (x["psn_no"], x["setl_time"], x["setl_id"])):
+
+    def context(line: dict, merged: bool) -> Ctx:
         on = line["setl_time"].date()
         person = persons[line["psn_no"]]
         valid_certs = [c for c in certs[line["psn_no"]] if valid_on(c, on)]
         cert = next((c for c in valid_certs if c["dise_cert_code"] == line.get("dise_cert_code")), None)
-        # §3.5: an emergency visit merged into the stay it turned into (same person and mdtrt_id as a 24)
-        merged = line["med_type"] == "13" and (line["psn_no"], line["mdtrt_id"]) in stays
         region, scheme = REGIONS.get(person["insuplc_admdvs"][:4]), SCHEMES[line["insutype"]]
         ledger = ledger_of(line, cert["kind"] if cert else None, merged)
         if line["med_type"] == "41" and cert and region:  # §3.4 A-25: the certification's ledger, where the scheme has it
             own = CERT_LEDGER.get(cert["kind"])
             ledger = own if own in policies.value(region, scheme, PHARMACY_CERT_LEDGERS, on) else "pharmacy"
-        ctx = Ctx(line=line, person=person, inst=insts[line["fixmedins_code"]],
-                  presc_inst=insts.get(line.get("presc_fixmedins_code") or ""),
-                  ids={r["identity"] for r in idents[line["psn_no"]] if valid_on(r, on)},
-                  certs=valid_certs, cert=cert, policies=policies, state=state,
-                  region=region, scheme=scheme, ledger=ledger,
-                  on=on, employment=emps[line["psn_no"]], merged=merged)
-        r = _one_line(ctx, done)
+        return Ctx(line=line, person=person, inst=insts[line["fixmedins_code"]],
+                   presc_inst=insts.get(line.get("presc_fixmedins_code") or ""),
+                   ids={r["identity"] for r in idents[line["psn_no"]] if valid_on(r, on)},
+                   certs=valid_certs, cert=cert, policies=policies, state=state,
+                   region=region, scheme=scheme, ledger=ledger,
+                   on=on, employment=emps[line["psn_no"]], merged=merged)
+
+    for line in sorted(lines, key=lambda x: (x["psn_no"], x["setl_time"], x["setl_id"])):
+        key = (line["psn_no"], line["setl_time"].year, line["mdtrt_id"])
+        mt, orig = line["med_type"], line.get("orig_setl_id")
+        emergency = mt == "13" and not line.get("is_emergency_rescue")
+        if orig:  # a reversal of an emergency line not merged yet takes it out of its stay; of a stay's 13, a stay line
+            pending[key].pop(orig, None)
+            merged = mt == "13" and done.get(orig, {}).get("ledger") == "inpatient"
+        else:
+            merged = emergency and key in settled  # a 13 after its stay's settling line is a line of the stay
+        if (not orig and mt in ("21", "22", "24") and key not in settled
+                and not _held(line, persons[line["psn_no"]], policies)):
+            r = _settle(line, sorted(pending.pop(key, {}).values(), key=lambda x: x["setl_id"]), context, done)
+            settled.add(key)
+        else:
+            r = _one_line(context(line, merged), done)
+            if emergency and not orig and not merged:
+                pending[key][line["setl_id"]] = line
         done[line["setl_id"]] = r
         out.append(r)
     return out, state
+
+
+MERGED_AMOUNTS = ("medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "cls_a_amt", "cls_b_amt")
+FOLDED = ("hifp_pay", "hifmi_pay", "maf_pay", "maf_tilt_pay", "hosp_part_amt")
+
+
+def _held(line: dict, person: dict, policies: Policies) -> bool:
+    """§3.6, A-6/A-28: a Suizhou resident's trauma stay line without a report, in a county that requires one."""
+    if line["med_type"] != "22" or line.get("trauma_report_no") or line["insutype"] != "390":
+        return False
+    if REGIONS.get(person["insuplc_admdvs"][:4]) != "suizhou":
+        return False
+    counties = policies.value("suizhou", "resident", "inpatient.trauma_report_required_counties",
+                              line["setl_time"].date())
+    return person["insuplc_admdvs"] in [str(c) for c in counties or []]
+
+
+def _settle(line: dict, emergencies: list[dict], context, done: dict) -> dict:
+    """§1.12, A-31: the stay line that settles a merged stay. At its time: each earlier emergency line is given
+    back (its payments and everything it added to every accumulator, as a reversal would), the stay is adjudicated
+    on the cost of all its lines with the stay's rules, and the stay line pays, fund by fund, what the merged stay
+    is owed minus what the emergency lines were paid."""
+    back = dict.fromkeys(FOLDED, 0)
+    for e in emergencies:
+        give = {**e, "setl_time": line["setl_time"], "orig_setl_id": e["setl_id"], "setl_id": f"{e['setl_id']}>{line['setl_id']}"}
+        for k in MERGED_AMOUNTS:
+            give[k] = -e[k]
+        g = _one_line(context(give, False), done)
+        for k in FOLDED:
+            back[k] += g[k]
+    if not emergencies:
+        return _one_line(context(line, False), done)
+    merged = {**line, **{k: line[k] + sum(e[k] for e in emergencies) for k in MERGED_AMOUNTS}}
+    r = _one_line(context(merged, False), done)
+    r["merged_setl_ids"] = ",".join(e["setl_id"] for e in emergencies)
+    r["merged_owed"] = {k: r[k] for k in FOLDED}
+    for k in FOLDED:
+        r[k] += back[k]
+    r["medfee_sumamt"] = line["medfee_sumamt"]
+    return _finish(r)
 
 
 def _one_line(ctx: Ctx, done: dict) -> dict[str, Any]:
