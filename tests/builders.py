@@ -143,3 +143,32 @@ def examples(n: int) -> int:
     budget), times YIBAO_EXAMPLES in `make test-thorough` (e.g. 10 = ten times as many random years)."""
     import os
     return max(1, round(n * float(os.environ.get("YIBAO_EXAMPLES", "1"))))
+
+
+def by_month(rows: list[dict]) -> list[list[dict]]:
+    """The lines of each settlement month, months in order."""
+    months = sorted({r["setl_time"].strftime("%Y-%m") for r in rows})
+    return [[r for r in rows if r["setl_time"].strftime("%Y-%m") == m] for m in months]
+
+
+def month_by_month(rows: list[dict], step, accounts: bool = True) -> list:
+    """`step(month_rows, **state)` (an engine call returning an Adjudication) for each month in order, as the
+    monthly flow runs them: on the accumulators at the end of the month before — every year's, since a reversal
+    gives back to its original's year (POLICY §1.7) — with the earlier months' rows as originals of reversals
+    and as earlier lines of merged stays (§1.12), and, with `accounts`, the account balances and ledger."""
+    import polars as pl
+    carried, done, ledgers, balances, out = None, [], [], None, []
+    for month_rows in by_month(rows):
+        earlier = pl.concat(done, how="diagonal_relaxed") if done else None
+        kw = {"carried": carried, "originals": earlier, "earlier_stays": earlier}
+        if accounts:
+            kw.update(balances=balances, original_ledger=pl.concat(ledgers) if ledgers else None)
+        res = step(month_rows, **kw)
+        out.append(res)
+        done.append(res.adjudicated)
+        ledgers.append(res.account_ledger)
+        balances = res.account_balances
+        new = res.accumulators
+        carried = new if carried is None else pl.concat([carried.join(new, on=["psn_no", "year", "name"], how="anti"),
+                                                         new])
+    return out

@@ -9,7 +9,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flows.policies import load_policies
-from tests.builders import INST_SCHEMA, INSTITUTIONS, examples, line, lines, person, registers, reversal_of
+from tests.builders import (
+    INST_SCHEMA,
+    INSTITUTIONS,
+    examples,
+    line,
+    lines,
+    month_by_month,
+    person,
+    registers,
+    reversal_of,
+)
 from transforms.engine import MONEY_COLUMNS, adjudicate
 from transforms.reference.adjudicate import adjudicate_reference
 
@@ -151,6 +161,7 @@ def near_annual_cap(draw, pid: str, codes: list[str]) -> list[dict]:
     return out
 
 
+@st.composite
 def merged_stays(draw, pid: str, hospitals: list[str], insutype: str = "390") -> list[dict]:
     """§1.11–§1.12: emergency lines (13) and the stay line (21/22/24) they turned into, sharing mdtrt_id: in one
     month, across months, across the year boundary; sometimes a held trauma line (22 without a report) between,
@@ -228,11 +239,6 @@ def test_engine_equals_reference(pop):
     assert len(got) == len(rows)
 
 
-def _split_by_month(rows):
-    months = sorted({r["setl_time"].strftime("%Y-%m") for r in rows})
-    return [(m, [r for r in rows if r["setl_time"].strftime("%Y-%m") == m]) for m in months]
-
-
 @settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(population())
 def test_month_by_month_equals_one_run(pop):
@@ -240,15 +246,7 @@ def test_month_by_month_equals_one_run(pop):
     persons, idents, rows, extra = pop
     regs = _registers(persons, idents, extra)
     whole = adjudicate(lines(rows), regs, POL).adjudicated.sort("setl_id")
-    carried = None
-    done = []
-    for _month, month_rows in _split_by_month(rows):
-        # every year's state is carried: a January reversal of a December line gives back to December's year (§1.7)
-        earlier = pl.concat(done, how="diagonal_relaxed") if done else None
-        res = adjudicate(lines(month_rows), regs, POL, carried=carried, originals=earlier, earlier_stays=earlier)
-        done.append(res.adjudicated)
-        # the state at month end: latest value per person-year-name
-        new = res.accumulators
-        carried = new if carried is None else pl.concat([carried.join(new, on=["psn_no", "year", "name"], how="anti"), new])
+    done = [r.adjudicated for r in month_by_month(rows, lambda m, **kw: adjudicate(lines(m), regs, POL, **kw),
+                                                  accounts=False)]
     monthly = pl.concat(done, how="diagonal_relaxed").sort("setl_id") if done else whole.clear()
     assert monthly.select(whole.columns).to_dicts() == whole.to_dicts()

@@ -16,7 +16,17 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from flows.policies import load_policies
-from tests.builders import employee, employment, examples, line, lines, person, registers, reversal_of
+from tests.builders import (
+    employee,
+    employment,
+    examples,
+    line,
+    lines,
+    month_by_month,
+    person,
+    registers,
+    reversal_of,
+)
 from tests.test_accounts import BAL_SCHEMA, BIND_SCHEMA
 from transforms.engine import MONEY_COLUMNS, adjudicate
 from transforms.reference.adjudicate import adjudicate_reference
@@ -267,11 +277,6 @@ def test_engine_equals_reference(pop):
     assert {c for c in codes.split(",") if c} <= set(LINE_REASONS)
 
 
-def _split_by_month(rows):
-    months = sorted({r["setl_time"].strftime("%Y-%m") for r in rows})
-    return [(m, [r for r in rows if r["setl_time"].strftime("%Y-%m") == m]) for m in months]
-
-
 @settings(max_examples=examples(15), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(population(twins=False))
 def test_month_by_month_equals_one_run(pop):
@@ -280,21 +285,7 @@ def test_month_by_month_equals_one_run(pop):
     persons, emps, certs, rows = pop
     regs = _regs(persons, emps, certs)
     whole = adjudicate(lines(rows), regs, POL).adjudicated.sort("setl_id")
-    carried = balances = None
-    done, ledgers = [], []
-    for month, month_rows in _split_by_month(rows):
-        year = int(month[:4])
-        if carried is not None:
-            carried = carried.filter(pl.col("year") == year)
-        accounts = {"balances": balances, "original_ledger": pl.concat(ledgers) if ledgers else None} if ACCOUNTS else {}
-        res = adjudicate(lines(month_rows), regs, POL, carried=carried,
-                         originals=pl.concat(done, how="diagonal_relaxed") if done else None, **accounts)
-        done.append(res.adjudicated)
-        if ACCOUNTS:
-            ledgers.append(res.account_ledger)
-            balances = res.account_balances
-        new = res.accumulators
-        carried = new if carried is None else pl.concat([carried.join(new, on=["psn_no", "year", "name"], how="anti"),
-                                                         new])
+    done = [r.adjudicated for r in month_by_month(rows, lambda m, **kw: adjudicate(lines(m), regs, POL, **kw),
+                                                  accounts=ACCOUNTS)]
     monthly = pl.concat(done, how="diagonal_relaxed").sort("setl_id") if done else whole.clear()
     assert monthly.select(whole.columns).to_dicts() == whole.to_dicts()

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flows.policies import load_policies
-from tests.builders import examples, line, lines, person, registers, reversal_of, yuan
+from tests.builders import examples, line, lines, month_by_month, person, registers, reversal_of, yuan
 from transforms.engine import MONEY_COLUMNS, adjudicate
 from transforms.line_reasons import LINE_REASONS
 from transforms.reference.adjudicate import adjudicate_reference
@@ -289,14 +289,7 @@ def test_month_by_month_equals_one_run():
             line("P2", "2025-12-12", "SZ3", a=yuan(200000))]
     whole = run(rows, regs).adjudicated.sort("setl_id")
     assert whole["maf_tilt_pay"].sum() > 0 and whole["maf_pay"].sum() > 0
-    carried, done = None, []
-    for m in sorted({r["setl_time"].strftime("%Y-%m") for r in rows}):
-        res = run([r for r in rows if r["setl_time"].strftime("%Y-%m") == m], regs, carried=carried,
-                  originals=pl.concat(done) if done else None)
-        done.append(res.adjudicated)
-        new = res.accumulators
-        carried = new if carried is None else pl.concat([carried.join(new, on=["psn_no", "year", "name"], how="anti"),
-                                                         new])
+    done = [r.adjudicated for r in month_by_month(rows, lambda m, **kw: adjudicate(lines(m), regs, POL, **kw))]
     monthly = pl.concat(done).sort("setl_id")
     assert monthly.to_dicts() == whole.to_dicts()
 
@@ -389,14 +382,5 @@ def test_month_by_month_equals_one_run_for_assistance_persons(pop):
     persons, idents, rows = pop
     regs = registers(persons, identities=idents)
     whole = adjudicate(lines(rows), regs, POL)
-    carried, done = None, []
-    for m in sorted({r["setl_time"].strftime("%Y-%m") for r in rows}):
-        if carried is not None:
-            carried = carried.filter(pl.col("year") == int(m[:4]))
-        res = adjudicate(lines([r for r in rows if r["setl_time"].strftime("%Y-%m") == m]), regs, POL,
-                         carried=carried, originals=pl.concat(done) if done else None)
-        done.append(res.adjudicated)
-        new = res.accumulators
-        carried = new if carried is None else pl.concat([carried.join(new, on=["psn_no", "year", "name"], how="anti"),
-                                                         new])
+    done = [r.adjudicated for r in month_by_month(rows, lambda m, **kw: adjudicate(lines(m), regs, POL, **kw))]
     assert pl.concat(done).sort("setl_id").to_dicts() == whole.adjudicated.sort("setl_id").to_dicts()

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from flows.policies import MissingParameter, load_policies
-from tests.builders import line, lines, person, registers, reversal_of, yuan
+from tests.builders import line, lines, month_by_month, person, registers, reversal_of, yuan
 from transforms.engine import MONEY_COLUMNS, adjudicate
 from transforms.reference.adjudicate import adjudicate_reference
 
@@ -269,14 +269,10 @@ def test_month_by_month_equals_one_run():
             chronic("2025-03-01", "C1", 4000), chronic("2025-03-02", "C1", 4000), chronic("2025-04-09", "K1", 90000),
             chronic("2025-05-01", "C1", 900)]
     whole = run(rows, regs_)
-    carried, done = None, []
-    for m in sorted({r["setl_time"].strftime("%Y-%m") for r in rows}):
-        month_rows = [r for r in rows if r["setl_time"].strftime("%Y-%m") == m]
-        res = run(month_rows, regs_, carried=carried, originals=pl.concat(done) if done else None,
-                  check_reference=False)
-        done.append(res.adjudicated)
-        carried = res.accumulators if carried is None else pl.concat(
-            [carried.join(res.accumulators, on=["psn_no", "year", "name"], how="anti"), res.accumulators])
+    runs = month_by_month(rows, lambda m, **kw: adjudicate(lines(m), regs_, POL, **kw))
+    done = [r.adjudicated for r in runs]
+    carried = pl.concat([r.accumulators for r in runs]).unique(["psn_no", "year", "name"], keep="last",
+                                                               maintain_order=True)
     monthly = pl.concat(done).sort("setl_id")
     assert monthly.to_dicts() == whole.adjudicated.sort("setl_id").to_dicts()
     assert carried.sort("name").to_dicts() == whole.accumulators.sort("name").to_dicts()
