@@ -193,3 +193,75 @@ def test_reversal_of_an_emergency_line_merged_in_an_earlier_month_is_rejected():
                               "is_emergency_rescue").with_columns(pl.lit(True).alias("merged"))
     accepted, rejects = _validate([after], "2025-07", registers([person("P1")]), known)
     assert (accepted.height, rejects["reason_code"].to_list()) == (0, ["REVERSAL_AFTER_MERGE"])
+
+
+HEADER = ("setl_id,mdtrt_id,psn_no,insutype,med_type,fixmedins_code,begndate,enddate,setl_time,dise_codg,"
+          "dise_cert_code,offsite_type,presc_fixmedins_code,trauma_report_no,is_emergency_rescue,medfee_sumamt,"
+          "fulamt_ownpay_amt,overlmt_selfpay,cls_a_amt,cls_b_amt,orig_setl_id")
+
+
+def test_flow_month_by_month_equals_one_run_for_a_stay_settled_across_months(bureau, tmp_path, prefect_harness):
+    """The monthly flow (store.stay_history → engine) against one engine run over every accepted line: the issue's
+    level-2 case (13 on 31 March, its 24 on 3 April) and a recovery (13 at a township centre on 30 April, its 21 at
+    level 2 on 2 May), an emergency line of a stay whose settling line is in the same month (April), and the
+    reversal of a merged emergency line in May (REVERSAL_AFTER_MERGE: rows_in = accepted + rejected)."""
+    from flows import store
+    from flows.ingest import load_registers
+    from flows.monthly import month_flow
+    from tests.builders import q
+    src = tmp_path / "in"
+    (src / "reference").mkdir(parents=True)
+    for f in (bureau / "reference").iterdir():
+        (src / "reference" / f.name).write_bytes(f.read_bytes())
+    regs = load_registers(src)
+    # an ordinary Suizhou resident (no identity, no certification) and in-city institutions of levels 1 and 2
+    busy = set(regs["identities"]["psn_no"]) | set(regs["certifications"]["psn_no"])
+    psn = regs["persons"].filter((pl.col("insutype") == "390") & pl.col("insuplc_admdvs").str.starts_with("4213")
+                                 & ~pl.col("psn_no").is_in(list(busy)) & (pl.col("insuplc_admdvs") != "421321"))
+    p, county = psn["psn_no"][0], psn["insuplc_admdvs"][0]
+    inst = regs["institutions"].filter(pl.col("admdvs").str.starts_with(county[:4])
+                                       & (pl.col("fixmedins_type") == "hospital"))
+    lv2 = inst.filter(pl.col("dedc_hosp_lv") == "2")["fixmedins_code"][0]
+    lv1 = inst.filter((pl.col("dedc_hosp_lv") == "1") & (pl.col("facility") == "township"))["fixmedins_code"][0]
+
+    def row(sid, mdtrt, mt, code, when, a, b="0.00", orig=""):
+        a_f, b_f = float(a), float(b)
+        return (f"{sid},{mdtrt},{p},390,{mt},{code},{when[:10]},{when[:10]},{when},,,,,,false,{a_f + b_f:.2f},0.00,"
+                f"0.00,{a_f:.2f},{b_f:.2f},{orig}")
+    months = {
+        "2025-01": [], "2025-02": [],
+        "2025-03": [row("ME1", "MM1", "13", lv2, "2025-03-31 20:00:00", "300.00", "100.00")],
+        "2025-04": [row("MS1", "MM1", "24", lv2, "2025-04-03 10:00:00", "11800.00"),
+                    row("ME3", "MM3", "13", lv2, "2025-04-10 09:00:00", "200.00"),
+                    row("MS3", "MM3", "21", lv2, "2025-04-12 10:00:00", "1000.00"),
+                    row("ME2", "MM2", "13", lv1, "2025-04-30 09:00:00", "100.00")],
+        "2025-05": [row("MS2", "MM2", "21", lv2, "2025-05-02 10:00:00", "300.00"),
+                    row("MR1", "MM1", "13", lv2, "2025-05-05 10:00:00", "-300.00", "-100.00", orig="ME1")],
+    }
+    db = tmp_path / "m.duckdb"
+    for month, rows in months.items():
+        (src / month).mkdir()
+        (src / month / "hospital_settlements.csv").write_text("\n".join([HEADER, *rows]) + "\n", encoding="utf-8")
+        month_flow(month, str(src), str(db))
+    got = {r[0]: r[1:] for r in q(db, "SELECT setl_id, hifp_pay, merged_setl_ids, reason_codes FROM adjudicated "
+                                      "WHERE psn_no = ?", [p])}
+    # MS1: (300 + 11,800 + 100 − 10 − 500) × 80% = 11,690 × 80% = 9,352.00, minus 0 paid on ME1 (level 2)
+    assert got["MS1"][:2] == (9352, "ME1")
+    # MS3 settles in its own month: (200 + 1,000 − 500) × 80% = 560.00
+    assert got["MS3"][:2] == (560, "ME3")
+    # ME2: 50% × 100 = 50 at the township centre; MS2: merged 400 < 500 deductible → owed 0 − 50 = −50.00
+    assert got["ME2"][0] == 50 and got["MS2"][:2] == (-50, "ME2") and "EMERGENCY_MERGED" in got["MS2"][2]
+    assert q(db, "SELECT setl_id, reason_code FROM rejects WHERE month = '2025-05'") == [("MR1", "REVERSAL_AFTER_MERGE")]
+    assert q(db, "SELECT rows_in, rows_accepted, rows_rejected FROM runs WHERE month = '2025-05' "
+                 "AND status = 'succeeded'") == [(2, 1, 1)]
+    # the same rows as one engine run over every accepted line of the five months
+    con = store.connect(db, read_only=True)
+    try:
+        accepted = store.fetch_fen(con, "SELECT * EXCLUDE (run_id) FROM settlements")
+        stored = store.fetch_fen(con, "SELECT * EXCLUDE (run_id) FROM adjudicated ORDER BY setl_id")
+    finally:
+        con.close()
+    whole = adjudicate(accepted, load_registers(src), POL).adjudicated.sort("setl_id")
+    cols = ["setl_id", "ledger", "hifp_pay", "hifmi_pay", "maf_pay", "maf_tilt_pay", "inscp_scp_amt", "act_pay_dedc",
+            "psn_part_amt", "psn_cash_pay", "merged_setl_ids", "reason_codes", "explanation"]
+    assert stored.select(cols).to_dicts() == whole.select(cols).to_dicts()
