@@ -218,6 +218,8 @@ def finish(df: pl.DataFrame) -> pl.DataFrame:
     back, its reason EMERGENCY_MERGED where a fund recovers (A-31), and what the merge did, in words (§1.10)."""
     if "merge_give_back" not in df.columns:
         return df
+    if df["merged_setl_ids"].null_count() == df.height:  # no stay settled a merge in these lines
+        return df.drop([f"own_{c}" for c in MERGED_AMOUNTS])
     y = fen_text
     m = pl.col("merged_setl_ids").is_not_null()
     parts = []
