@@ -154,7 +154,7 @@ def ingest_and_validate(input_dir: str, month: str, db: str, stage: str) -> str:
     finally:
         con.close()
     clock.lap("ingest")
-    accepted, rejects = validate_settlements(raw, month, regs, known)
+    accepted, rejects = validate_settlements(raw, month, regs, known, policies=load_policies())
     # Assistance applications (POLICY §3.9 on-application), optional: same accounting as settlements.
     app_raws = [read_table(p, root) for p in files.get("applications", [])]
     if app_raws:
@@ -219,11 +219,13 @@ def _engine_inputs(stage_p: Path, db: str, month: str) -> dict:
                                  .select(carried.columns)])
         balances = store.carried_balances(con, month)  # personal accounts: end of the previous month, any year
         original_ledger = store.original_ledger(con, month, rev)
+        earlier_stays = store.stay_history(con, month, accepted)  # §1.12: emergency lines a stay line merges
     finally:
         con.close()
     return {"lines": accepted, "registers": _staged_registers(stage_p), "carried": carried,
             "originals": originals, "balances": balances,
-            "original_ledger": original_ledger if original_ledger.height else None}
+            "original_ledger": original_ledger if original_ledger.height else None,
+            "earlier_stays": earlier_stays if earlier_stays.height else None}
 
 
 def _opening_rows(registers_dir: Path, prev: str) -> pl.DataFrame | None:
@@ -323,6 +325,8 @@ def split_shards(stage: str, db: str, month: str, shards: int) -> list[str]:
     for d in dirs:
         d.mkdir(exist_ok=True)
         inp["originals"].write_parquet(d / "originals.parquet")  # looked up by setl_id: shared whole
+        if inp["earlier_stays"] is not None:  # looked up by psn_no and mdtrt_id: shared whole
+            inp["earlier_stays"].write_parquet(d / "earlier_stays.parquet")
     for name, frame in [*[(n, inp[n]) for n in ("lines", "carried", "balances", "original_ledger")],
                         *[(f"reg_{n}", f) for n, f in inp["registers"].items()]]:
         if frame is not None:
@@ -339,7 +343,7 @@ def adjudicate_shard(shard: str, month: str) -> str:
     clock = StageClock(month)
     d = Path(shard)
     read = {n: (pl.read_parquet(d / f"{n}.parquet") if (d / f"{n}.parquet").exists() else None)
-            for n in ("lines", "carried", "originals", "balances", "original_ledger")}
+            for n in ("lines", "carried", "originals", "balances", "original_ledger", "earlier_stays")}
     result = adjudicate(read.pop("lines"), _staged_registers(d), load_policies(), **read, period=_month_days(month))
     result.accumulators = moved_accumulators(result.accumulators, read["carried"])  # combined: only what moved
     _write_outputs(d, result)

@@ -57,7 +57,8 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         hifp_pay MONEY, pool_prop_selfpay MONEY, hifp_cap_cut MONEY, hifmi_pay MONEY, maf_pay MONEY,
         maf_tilt_pay MONEY, hosp_part_amt MONEY, fund_pay_sumamt MONEY, psn_part_amt MONEY, acct_pay MONEY,
         acct_mulaid_pay MONEY, psn_cash_pay MONEY, deposit_waived BOOLEAN, reason_codes VARCHAR, explanation VARCHAR,
-        chronic_over_limit_amt MONEY, burden_excluded_amt MONEY, identity_group VARCHAR, oos_limit_bp INTEGER"""),
+        chronic_over_limit_amt MONEY, burden_excluded_amt MONEY, identity_group VARCHAR, oos_limit_bp INTEGER,
+        merged_setl_ids VARCHAR"""),
     "accumulators": _cols("run_id VARCHAR, psn_no VARCHAR, year INTEGER, month VARCHAR, name VARCHAR, value MONEY"),
     "assistance_applications": _cols("""run_id VARCHAR, month VARCHAR, app_id VARCHAR, psn_no VARCHAR,
         confirm_date DATE, window_start DATE, window_end DATE, base_amt MONEY, paid_amt MONEY, lines BIGINT,
@@ -389,7 +390,11 @@ def original_ledger(con: duckdb.DuckDBPyConnection, month: str, setl_ids: list[s
 def known_settlements(con: duckdb.DuckDBPyConnection, month: str, ids: list[str] | None = None) -> pl.DataFrame:
     """Settlements of earlier months (setl_id, psn_no, orig_setl_id, the five amounts); with `ids` (the month's
     setl_id and orig_setl_id values) only the rows validation can match: those ids as setl_id or orig_setl_id."""
-    cols = "s.setl_id, s.psn_no, s.orig_setl_id, medfee_sumamt, fulamt_ownpay_amt, overlmt_selfpay, cls_a_amt, cls_b_amt"
+    # POLICY §1.12: the stay a line belongs to, and whether a stored stay line merged it (REVERSAL_AFTER_MERGE)
+    merged = ("EXISTS (SELECT 1 FROM adjudicated a WHERE a.psn_no = s.psn_no AND a.mdtrt_id = s.mdtrt_id"
+              " AND list_contains(string_split(a.merged_setl_ids, ','), s.setl_id)) AS merged")
+    cols = ("s.setl_id, s.psn_no, s.orig_setl_id, medfee_sumamt, fulamt_ownpay_amt, overlmt_selfpay, cls_a_amt, "
+            f"cls_b_amt, s.mdtrt_id, s.med_type, s.setl_time, s.is_emergency_rescue, {merged}")
     if ids is None:
         return fetch_fen(con, f"SELECT {cols} FROM settlements s WHERE month < ?", [month])
     con.register("__ids", pl.DataFrame({"id": ids}, schema={"id": pl.String}).unique())
@@ -409,6 +414,22 @@ def original_results(con: duckdb.DuckDBPyConnection, month: str, setl_ids: list[
                          [month])
     finally:
         con.unregister("__ids")
+
+
+def stay_history(con: duckdb.DuckDBPyConnection, month: str, lines: pl.DataFrame) -> pl.DataFrame:
+    """Stored adjudicated rows of earlier months of the same year as the month, of the stays (psn_no, mdtrt_id)
+    of this month's 13/21/22/24 lines: what a stay line needs to settle a merged stay (POLICY §1.12,
+    transforms/merged_stays.py) — the emergency lines stored as outpatient care, the stay lines already stored."""
+    keys = (lines.filter(pl.col("med_type").is_in(["13", "21", "22", "24"]))
+            .select("psn_no", "mdtrt_id").unique())
+    if keys.height == 0:
+        return pl.DataFrame()
+    con.register("__stays", keys)
+    try:
+        return fetch_fen(con, "SELECT a.* EXCLUDE (run_id) FROM adjudicated a JOIN __stays USING (psn_no, mdtrt_id)"
+                              " WHERE a.month < ? AND a.month >= ?", [month, month[:4] + "-01"])
+    finally:
+        con.unregister("__stays")
 
 
 def adjudicated_of_persons(con: duckdb.DuckDBPyConnection, psn_nos: list[str], before_month: str) -> pl.DataFrame:

@@ -126,7 +126,10 @@ def test_fixture_rejects_exactly(result):
 
 def test_every_reason_code_is_produced(result):
     _, rejects = result
-    assert set(rejects.get_column("reason_code")) == set(REJECT_REASONS) - set(EVENT_ONLY_REASONS)  # settlements
+    # REVERSAL_AFTER_MERGE needs a stay merged in an earlier month or in the fixture month: it is produced, with
+    # its stored and same-month cases, in tests/resident/test_merged_stays.py
+    assert set(rejects.get_column("reason_code")) == (set(REJECT_REASONS) - set(EVENT_ONLY_REASONS)
+                                                      - {"REVERSAL_AFTER_MERGE"})  # settlements
 
 
 def test_fixture_accepted_typed_frame(result, raw):

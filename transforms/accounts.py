@@ -377,6 +377,13 @@ def prepare_lines(df: pl.DataFrame) -> pl.DataFrame:
         (-_opt(df, "rev_acct_pay", 0, pl.Int64).fill_null(0)).alias("refund_own"),
         (-_opt(df, "rev_acct_mulaid_pay", 0, pl.Int64).fill_null(0)).alias("refund_mulaid"),
     )
+    # A stay line that settles a merged stay (POLICY §1.12, A-31) has the personal share it has: the merged stay's
+    # person share minus what its emergency lines left to the person. Positive, the accounts pay it like any line.
+    # Negative (the emergency lines' person share was more than the merged stay leaves to the person), it is paid
+    # back to the person in cash (psn_cash_pay < 0) and no account moves: an account is debited only by a payment
+    # of a person's share and credited only by an allocation or a reversal's refund (§4.2, §4.5, §1.7), and the
+    # emergency lines' own account payments are not recomputed (§1.11). The reference does the same
+    # (transforms/reference/accounts.py: `part > 0`).
     own_req = pl.when(~pl.col("rev") & pl.col("xy") & pl.col("allowed") & ~pl.col("pending") & (pl.col("part") > 0))
     return L.with_columns(own_req.then(pl.col("part")).otherwise(0).cast(pl.Int64).alias("own_req"))
 

@@ -34,6 +34,7 @@ LINE_REASONS: dict[str, str] = {
     "TILT_CAP_REACHED": "tilt assistance's annual cap of the class was already reached (POLICY §3.9, A-8)",
     "TILT_CAP_PARTLY": "tilt assistance's annual cap of the class was reached on this line; paid partly (POLICY §3.9, A-8)",
     "REVERSAL": "reversal of an earlier settlement: its amounts negated (POLICY §1.7)",
+    "EMERGENCY_MERGED": "a stay line that settles a merged stay recovers what its earlier emergency lines were paid beyond what the merged stay is owed: a negative amount on that fund (POLICY §1.12, A-31)",
     "RULE_PENDING": "the ledger's rules are not implemented yet: no fund computed (see README, known gaps)",
     "PAY_AFTER_TREATMENT": "rural low-income person in their county: deposit waived (POLICY §3.9)",
     "NOT_ELIGIBLE_LEVEL": "outpatient pooling pays only at institutions of level 1 and below (POLICY §3.2)",

@@ -62,18 +62,28 @@ def _batch_events(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], polic
         pl.col("setl_time").cast(pl.Datetime("us")), pl.col("setl_time").dt.date().alias("setl_date"),
         pl.col("setl_time").dt.year().cast(pl.Int32).alias("year"),
         ((pl.col("med_type") == EMERGENCY) & ~pl.col("is_emergency_rescue").fill_null(False)).alias("emergency"))
-    persons = registers["persons"].select("psn_no", "insuplc_admdvs")
-    ev = ev.join(persons, on="psn_no", how="left")
+    ev = ev.with_columns(held_lines(ev, registers, policies, used))
+    return ev.select(*[c for c in EVENT_SCHEMA if c != "stored"], pl.lit(False).alias("stored"))
+
+
+def held_lines(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], policies: Policies | None,
+               used: set | None = None) -> pl.Series:
+    """Whether each line (setl_id, psn_no, med_type, insutype, trauma_report_no, setl_date) is a held trauma stay
+    line (§3.6, A-6/A-28): a Suizhou resident's 22 without a report, insured in a county that requires one. Without
+    policies (validation run on its own), every 22 without a report counts as held (it settles nothing)."""
+    persons = registers["persons"].select("psn_no", "insuplc_admdvs").unique("psn_no", keep="first")
+    ev = lines.select("psn_no", "med_type", "insutype", "trauma_report_no", "setl_date").join(
+        persons, on="psn_no", how="left", maintain_order="left")
     maybe = ((pl.col("med_type") == "22") & pl.col("trauma_report_no").is_null() & (pl.col("insutype") == "390")
-             & (pl.col("insuplc_admdvs").str.slice(0, 4).replace_strict(REGION_BY_CITY, default=None) == "suizhou"))
-    cand = ev.filter(maybe)
-    held = set()
-    if cand.height:
-        hit = in_dated_list(cand, policies, "suizhou", "resident", "inpatient.trauma_report_required_counties",
-                            "insuplc_admdvs", need=pl.lit(True), used=used)
-        held = set(cand.filter(hit)["setl_id"].to_list())
-    return ev.select(*[c for c in EVENT_SCHEMA if c not in ("held", "stored")],
-                     pl.col("setl_id").is_in(list(held)).alias("held"), pl.lit(False).alias("stored"))
+             & (pl.col("insuplc_admdvs").str.slice(0, 4).replace_strict(REGION_BY_CITY, default=None) == "suizhou")
+             ).fill_null(False)
+    held = ev.select(maybe.alias("held"))["held"]
+    if policies is None or not held.any():
+        return held
+    idx = held.arg_true()
+    hit = in_dated_list(ev[idx], policies, "suizhou", "resident", "inpatient.trauma_report_required_counties",
+                        "insuplc_admdvs", need=pl.lit(True), used=used)
+    return held.scatter(idx, hit)
 
 
 def _stored_events(earlier: pl.DataFrame) -> pl.DataFrame:
@@ -208,6 +218,8 @@ def finish(df: pl.DataFrame) -> pl.DataFrame:
     back, its reason EMERGENCY_MERGED where a fund recovers (A-31), and what the merge did, in words (§1.10)."""
     if "merge_give_back" not in df.columns:
         return df
+    if df["merged_setl_ids"].null_count() == df.height:  # no stay settled a merge in these lines
+        return df.drop([f"own_{c}" for c in MERGED_AMOUNTS])
     y = fen_text
     m = pl.col("merged_setl_ids").is_not_null()
     parts = []

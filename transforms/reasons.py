@@ -20,6 +20,8 @@ REJECT_REASONS: dict[str, str] = {
     "UNKNOWN_REVERSAL": "orig_setl_id names no known settlement",
     "ALREADY_REVERSED": "orig_setl_id names a settlement already reversed",
     "REVERSAL_MISMATCH": "a reversal's amounts are not the negated amounts of its original",
+    # POLICY §1.12: the emergency line is part of a merged stay; the institution reverses the stay line instead
+    "REVERSAL_AFTER_MERGE": "orig_setl_id names an emergency line already merged into its stay by a stay line",
     # maternity events (docs/MATERNITY_INPUT.md, POLICY §4.6)
     "NOT_XIANGYANG_EMPLOYEE": "a maternity event of a person who is not a Xiangyang employee (insutype 310, 4206xx)",
     "EVENT_INCOMPLETE": "a delivery without babies >= 1, or a miscarriage without gestation_months",

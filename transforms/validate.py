@@ -322,7 +322,11 @@ def _file_position() -> pl.Expr:
 
 # ---------------------------------------------------------------------------- settlements
 KNOWN_COLUMNS = {"setl_id": pl.String, "psn_no": pl.String, "orig_setl_id": pl.String,
-                 **{c: pl.Int64 for c in SETTLEMENT_AMOUNTS}}
+                 **{c: pl.Int64 for c in SETTLEMENT_AMOUNTS},
+                 # POLICY §1.12 (REVERSAL_AFTER_MERGE): the stay a line belongs to, and whether a stored stay
+                 # line already merged it
+                 "mdtrt_id": pl.String, "med_type": pl.String, "setl_time": pl.Datetime("us"),
+                 "is_emergency_rescue": pl.Boolean, "merged": pl.Boolean}
 
 
 def _known_frame(known: pl.DataFrame | None) -> pl.DataFrame:
@@ -341,13 +345,15 @@ def _rule_exists(insutype: pl.Expr, med_type: pl.Expr) -> pl.Expr:
 
 
 def validate_settlements(raw: pl.DataFrame, month: str, registers: dict[str, pl.DataFrame],
-                         known: pl.DataFrame | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+                         known: pl.DataFrame | None, policies=None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """One month of settlement text → (typed accepted frame, rejects). See the module docstring.
 
     raw: concatenated `read_table` frames (all String + source_file, source_row), e.g.
     `pl.concat(frames, how="diagonal")`. registers: typed frames of `load_registers`
     (persons, institutions, certifications are used). known: settlements of earlier months
-    (setl_id, psn_no, orig_setl_id and the five amounts in Int64 fen), possibly empty.
+    (setl_id, psn_no, orig_setl_id and the five amounts in Int64 fen; for REVERSAL_AFTER_MERGE mdtrt_id,
+    med_type, setl_time, is_emergency_rescue and `merged`), possibly empty. policies: which trauma stay lines are
+    held (they merge nothing, §1.12); without them every 22 without a trauma report counts as held.
     """
     check_month(month)
     RawSettlementModel.validate(raw)  # structure only: programming errors raise here
@@ -428,6 +434,7 @@ def validate_settlements(raw: pl.DataFrame, month: str, registers: dict[str, pl.
     w = _flag(w, P, base_codes)
     w = w.with_columns(_no_problem(base_codes).alias("__base_ok"))
     w = _check_reversals(w, known, P)
+    w = _check_reversal_after_merge(w, known, registers, policies, P)
 
     keep = [_t(c).alias(c) for c in names] + ["source_file", "source_row"]
     ok, rejects = _split(raw, w, P, keep, "setl_id")
@@ -501,6 +508,48 @@ def _check_reversals(w: pl.DataFrame, known: pl.DataFrame, P: Problems) -> pl.Da
     P.add("ALREADY_REVERSED", is_rev & (pl.col("__ord") > pl.col("__w_ord")), pl.format(
         "orig_setl_id {} is already reversed by setl_id {} in this month", orig, show(pl.col("__w_id"))))
     return _flag(w, P, ("ALREADY_REVERSED",))
+
+
+def _check_reversal_after_merge(w: pl.DataFrame, known: pl.DataFrame, registers: dict[str, pl.DataFrame],
+                                policies, P: Problems) -> pl.DataFrame:
+    """REVERSAL_AFTER_MERGE (POLICY §1.12): a reversal of an emergency line (13, not a rescue) that a stay line
+    has merged — a stored one (`known.merged`), or a stay line (21/22/24, not held, same psn_no, mdtrt_id and
+    year) accepted in this month between the emergency line and the reversal. The institution reverses the stay
+    line instead."""
+    from transforms.merged_stays import STAY_LINE_TYPES, held_lines
+    codes = ("UNKNOWN_REVERSAL", "REVERSAL_MISMATCH", "ALREADY_REVERSED")
+    ok = pl.col("__base_ok") & _no_problem(codes)
+    cols = [pl.col("psn_no"), _t("mdtrt_id").alias("mdtrt_id"), _t("med_type").alias("med_type"),
+            _t("setl_time").alias("setl_time")]
+    here = w.filter(pl.col("__base_ok")).select(IDX, "__ord", pl.col("setl_id"), *cols, _t("orig_setl_id").alias("orig"),
+                                                _t("insutype").alias("insutype"),
+                                                _t("trauma_report_no").alias("trauma_report_no"),
+                                                _t("is_emergency_rescue").fill_null(False).alias("rescue"))
+    revs = w.filter(ok & pl.col("orig_setl_id").is_not_null()).select(IDX, "__ord", pl.col("psn_no"),
+                                                                      _t("orig_setl_id").alias("orig"))
+    if revs.height == 0:
+        return _flag(w, P, ("REVERSAL_AFTER_MERGE",))
+    origs = pl.concat([
+        known.select("setl_id", "mdtrt_id", "med_type", "setl_time",
+                     pl.col("is_emergency_rescue").fill_null(False).alias("rescue"),
+                     pl.col("merged").fill_null(False), pl.lit(-1, pl.Int64).alias("o_ord")),
+        here.filter(pl.col("orig").is_null()).select(
+            "setl_id", "mdtrt_id", "med_type", pl.col("setl_time").cast(pl.Datetime("us")), "rescue",
+            pl.lit(False).alias("merged"), pl.col("__ord").alias("o_ord")),
+    ]).filter((pl.col("med_type") == "13") & ~pl.col("rescue")).unique("setl_id", keep="first")
+    cand = revs.join(origs.rename({"setl_id": "orig"}), on="orig", how="inner")
+    stays = here.filter(pl.col("orig").is_null() & pl.col("med_type").is_in(STAY_LINE_TYPES))
+    stays = stays.with_columns(pl.col("setl_time").dt.date().alias("setl_date"))
+    stays = stays.filter(~held_lines(stays, registers, policies)).select(
+        "psn_no", "mdtrt_id", pl.col("setl_time").dt.year().alias("s_year"), pl.col("__ord").alias("s_ord"))
+    between = (cand.join(stays, on=["psn_no", "mdtrt_id"], how="inner")
+               .filter((pl.col("s_year") == pl.col("setl_time").dt.year()) & (pl.col("s_ord") > pl.col("o_ord"))
+                       & (pl.col("s_ord") < pl.col("__ord"))))
+    hit = pl.concat([cand.filter(pl.col("merged"))[IDX], between[IDX]]).unique()
+    P.add("REVERSAL_AFTER_MERGE", pl.col(IDX).is_in(hit.implode()), pl.format(
+        "orig_setl_id {} names an emergency line already merged into its stay (mdtrt_id {}) by a stay line: "
+        "reverse the stay line instead (POLICY §1.12)", show(pl.col("orig_setl_id")), show(pl.col("mdtrt_id"))))
+    return _flag(w, P, ("REVERSAL_AFTER_MERGE",))
 
 
 # ---------------------------------------------------------------------------- applications

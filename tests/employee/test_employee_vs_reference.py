@@ -28,6 +28,7 @@ from tests.builders import (
     reversal_of,
 )
 from tests.test_accounts import BAL_SCHEMA, BIND_SCHEMA
+from tests.test_engine_vs_reference import merged_stays
 from transforms.engine import MONEY_COLUMNS, adjudicate
 from transforms.reference.adjudicate import adjudicate_reference
 from transforms.reference.employee import add_months
@@ -216,6 +217,8 @@ def population(draw, twins: bool = True):
                 row["dise_cert_code"] = draw(st.sampled_from([None, *valid]))
             mine.append(row)
         rows += mine + draw(reversals(mine, certs))
+        # §1.12: emergency lines and the stay they turned into, in one month, across months and years
+        rows += draw(merged_stays(pid, HOSPITALS, insutype="310"))
     draw(residents(persons, certs, rows))
     binds, openings = draw(families(persons))
     return persons, emps, (certs, binds, openings), rows
@@ -266,7 +269,11 @@ def test_engine_equals_reference(pop):
            if r["name"].startswith(("emp_", "xyr_")) and r["value"] != 0}
     assert acc == {k: v for k, v in state.items() if v != 0}
     # outside the benefit period nothing is paid and nothing counts; a blocked line is all the person's
-    blocked = fwd.filter(pl.col("benefit_block").is_not_null())
+    # (a stay line that settles a merged stay there is owed nothing and recovers what its emergency lines were
+    # paid, §1.12 A-31: never more than nothing)
+    settles = fwd.filter(pl.col("benefit_block").is_not_null() & pl.col("merged_setl_ids").is_not_null())
+    assert (settles["hifp_pay"] <= 0).all()
+    blocked = fwd.filter(pl.col("benefit_block").is_not_null() & pl.col("merged_setl_ids").is_null())
     assert blocked.select(pl.col("hifp_pay").abs().sum() + pl.col("act_pay_dedc").abs().sum()).item() == 0
     assert (blocked["psn_part_amt"] == blocked["medfee_sumamt"]).all()
     # no critical illness, no assistance for employees nor for these Xiangyang residents (§4.7)

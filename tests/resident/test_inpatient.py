@@ -229,15 +229,16 @@ def test_critical_illness_accumulates_across_lines():
 
 
 def test_emergency_visit_merged_into_the_stay_it_turned_into_has_one_deductible():
-    """§3.5: the emergency visit (13) and the stay (24) share mdtrt_id and are adjudicated together:
-    level 2: 300 + 2,000 in scope, one deductible 500 → 300 taken on the visit, 200 on the stay."""
+    """§3.5, §1.12: the emergency visit (13) and the stay (24) share mdtrt_id. The visit, settled first, is general
+    outpatient care at its time (level 2: no outpatient pooling, 0); the stay line settles the merged stay:
+    level 2: 300 + 2,000 in scope, one deductible 500, (2,300 − 500) × 80% = 1,440 owed − 0 paid = 1,440."""
     regs = registers([person("P1")])
     visit = line("P1", "2025-06-01 08:00:00", "SZ2", med_type="13", a=yuan(300), mdtrt_id="M-E1")
     stay = line("P1", "2025-06-05 10:00:00", "SZ2", med_type="24", a=yuan(2000), mdtrt_id="M-E1")
     out = run([visit, stay], regs).sort("setl_time")
-    assert out["ledger"].to_list() == ["inpatient", "inpatient"]
-    assert out["act_pay_dedc"].to_list() == [yuan(300), yuan(200)]
-    assert out["hifp_pay"].to_list() == [0, yuan(1440)]  # (2000 − 200) × 80%
+    assert out["ledger"].to_list() == ["outpatient_pool", "inpatient"]
+    assert out["act_pay_dedc"].to_list() == [0, yuan(500)]
+    assert out["hifp_pay"].to_list() == [0, yuan(1440)]  # (2,300 − 500) × 80%
     alone = one([line("P1", "2025-06-01", "SZ2", med_type="13", a=yuan(300))], regs)
     assert alone["ledger"] == "outpatient_pool"  # an ordinary emergency visit is general outpatient care (§3.2)
 
