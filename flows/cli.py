@@ -18,6 +18,8 @@ FUNDS = [("hifp_pay", "basic fund 统筹基金"), ("hifmi_pay", "critical illnes
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="yibao", description="Batch claims adjudication for basic medical insurance (医保)")
+    p.add_argument("--version", action="version", version=f"yibao {_version()}")
+    p.add_argument("--debug", action="store_true", help="on a failure, show the Python traceback after the one line")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     r = sub.add_parser("run", help="adjudicate a month (or a year) of settlement files into DuckDB")
@@ -69,6 +71,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("yibao")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     prefect_offline_defaults()
@@ -103,9 +113,30 @@ def main(argv: list[str] | None = None) -> int:
         print("yibao: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # one line for the user; the run record keeps the detail
-        print(f"yibao: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
+        from flows.errors import error_line
+        print(f"yibao: {error_line(e)}", file=sys.stderr)
+        if args.debug:
+            import traceback
+            traceback.print_exception(e)
+        release(e)
         return 1
     return 2
+
+
+def release(e: BaseException) -> None:
+    """Drop what a failure keeps alive: the traceback's frames hold the DuckDB connections, relations and results
+    of the functions it passed through, and Prefect's flow-run state holds the exception itself; alive at
+    interpreter exit, the bindings report each of them as leaked (issue 16.3)."""
+    import gc
+    import traceback
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if e.__traceback__ is not None:
+            traceback.clear_frames(e.__traceback__)
+        e.__traceback__ = None
+        e = e.__cause__ or e.__context__
+    gc.collect()
 
 
 def _contributions(args) -> int:
@@ -153,6 +184,8 @@ def _contributions(args) -> int:
 
 
 def _run(args) -> int:
+    import datetime as dt
+
     from flows.monthly import dask_runner, month_flow, year_flow
     input_dir = str(args.input or default_input())
     db = str(args.db or default_db())
@@ -162,23 +195,64 @@ def _run(args) -> int:
     flow_fn = month_flow if args.month else year_flow
     if args.dask:
         flow_fn = flow_fn.with_options(task_runner=dask_runner(args.dask))
-    if args.month:
-        ids = flow_fn(args.month, input_dir, db, force=args.force, shards=shards, fan_out=bool(args.dask),
-                      in_place=args.in_place)
-    else:
-        ids = flow_fn(args.year, input_dir, db, shards=shards, fan_out=bool(args.dask), in_place=args.in_place)
-    from flows import store
-    con = store.connect(db, read_only=True)
+    since = dt.datetime.now()
     try:
-        for run_id, month, status, matches in con.execute(
-                "SELECT run_id, month, status, matches_run_id FROM runs WHERE list_contains(?::VARCHAR[], run_id)"
-                " ORDER BY started_at", [ids]).fetchall():
-            print(f"{month}: unchanged since run {matches} (same input files, registers, code and policies); "
-                  f"nothing rewritten" if status == "unchanged" else f"{month}: run {run_id} {status}")
-    finally:
-        con.close()
+        if args.month:
+            flow_fn(args.month, input_dir, db, force=args.force, shards=shards, fan_out=bool(args.dask),
+                    in_place=args.in_place)
+        else:
+            flow_fn(args.year, input_dir, db, shards=shards, fan_out=bool(args.dask), in_place=args.in_place)
+    finally:  # every month this command attempted, succeeded or not, before the one line of a failure
+        print_run_summaries(Path(db), since)
     print(f"results in {Path(db).resolve()}")
     return 0
+
+
+def print_run_summaries(db: Path, since) -> None:
+    """One block per month attempted since `since` (DATA.md §4 runs): status, rows read = accepted + rejected,
+    per file with its top reject reasons, register rows rejected and warnings (POLICY §1.14)."""
+    import json
+
+    from flows import store
+    if not db.exists():
+        return
+    con = store.connect(db, read_only=True)
+    try:
+        cur = con.execute("SELECT * FROM runs WHERE started_at >= ? ORDER BY started_at", [since])
+        runs = [dict(zip([d[0] for d in cur.description], r, strict=True)) for r in cur.fetchall()]
+    finally:
+        con.close()
+    for r in runs:
+        print(run_summary(r, json.loads(r["input_files"] or "[]")))
+
+
+def run_summary(r: dict, files: list[dict]) -> str:
+    """The lines a user reads for one run record."""
+    month, status = r["month"], r["status"]
+    if status == "unchanged":
+        return (f"{month}: unchanged since run {r['matches_run_id']} (same input files, registers, code and "
+                f"policies); nothing rewritten")
+    head = f"{month}: {status}" + (f" (run {r['run_id']})" if status == "succeeded" else "")
+    if r.get("rows_in") is not None:
+        head += (f" — {r['rows_in']:,} rows read = {r['rows_accepted']:,} accepted + {r['rows_rejected']:,} "
+                 f"rejected")
+    if r.get("register_rows_rejected") or r.get("warnings"):
+        head += (f"; registers: {r.get('register_rows_rejected') or 0:,} rows rejected, "
+                 f"{r.get('warnings') or 0:,} warnings (POLICY §1.14)")
+    lines = [head]
+    for f in files:
+        if "rows_read" not in f or (f["name"].startswith("reference/") and not f["rows_rejected"]
+                                    and not f.get("warnings")):
+            continue
+        line = f"  {f['name']}: {f['rows_read']:,} read, {f['rows_accepted']:,} accepted, {f['rows_rejected']:,} rejected"
+        if f.get("top_reasons"):
+            line += " (" + ", ".join(f"{code} {n:,}" for code, n in f["top_reasons"]) + ")"
+        if f.get("warnings"):
+            line += f", {f['warnings']:,} warnings"
+        lines.append(line)
+    if status in ("refused", "failed") and r.get("error"):
+        lines.append(f"  why: {r['error']}")
+    return "\n".join(lines)
 
 
 def _demo(args) -> int:
