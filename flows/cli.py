@@ -66,6 +66,16 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--input", type=Path, default=None,
                    help="input folder: computed from its registers when the database holds nothing for the year")
 
+    q = sub.add_parser("sql", help="read-only SQL on the database: run a saved query file, or an interactive shell",
+                       description="Read-only SQL on the database (DATA.md §5). With FILE.sql: runs its statements "
+                                   "and prints each result; without: an interactive shell (history, .help).")
+    q.add_argument("file", nargs="?", type=Path, metavar="FILE.sql", help="saved query file, e.g. queries/*.sql")
+    q.add_argument("-c", "--command", metavar="SQL", help="run these statements instead of a file")
+    q.add_argument("--db", type=Path, default=None, metavar="FILE",
+                   help="DuckDB file (default $YIBAO_DB or yibao.duckdb), opened read-only")
+    q.add_argument("--format", dest="fmt", choices=["table", "csv"], default="table",
+                   help="tables that fit the terminal (default) or CSV")
+
     from flows import cli_reports
     cli_reports.add_commands(sub)
     return p
@@ -102,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
             return _demo(args)
         if args.cmd == "contributions":
             return _contributions(args)
+        if args.cmd == "sql":
+            from flows import sql_shell
+            return sql_shell.main(Path(args.db or default_db()), args.file, args.command, args.fmt)
         if args.cmd == "serve":
             from flows.schedule import serve
             serve(str((args.input or default_input()).resolve()), str((args.db or default_db()).resolve()))
@@ -335,7 +348,7 @@ def print_summary(db: Path, year: int, elapsed: float | None = None) -> None:
     for code, n in rejects:
         rj.add_row(code, f"{n:,}")
     c.print(rj)
-    c.print(f"Results: {db.resolve()}  (open read-only: duckdb -readonly {db})")
+    c.print(f"Results: {db.resolve()}  (SQL, read-only: yibao sql --db {db}, or yibao sql queries/00_overview.sql)")
 
 
 if __name__ == "__main__":
