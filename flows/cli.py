@@ -75,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="DuckDB file (default $YIBAO_DB or yibao.duckdb), opened read-only")
     q.add_argument("--format", dest="fmt", choices=["table", "csv"], default="table",
                    help="tables that fit the terminal (default) or CSV")
+    q.add_argument("--set", dest="variables", action="append", metavar="NAME=VALUE",
+                   help="a variable the query reads with getvariable('NAME'), e.g. --set month=2025-03")
+    q.add_argument("--compatible-copy", type=Path, metavar="OUT.duckdb",
+                   help="write a copy that DuckDB 1.x tools (the 1.x duckdb CLI, DBeaver) can open, and exit")
 
     from flows import cli_reports
     cli_reports.add_commands(sub)
@@ -114,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             return _contributions(args)
         if args.cmd == "sql":
             from flows import sql_shell
-            return sql_shell.main(Path(args.db or default_db()), args.file, args.command, args.fmt)
+            return sql_shell.main(Path(args.db or default_db()), args.file, args.command, args.fmt,
+                                  args.compatible_copy, args.variables)
         if args.cmd == "serve":
             from flows.schedule import serve
             serve(str((args.input or default_input()).resolve()), str((args.db or default_db()).resolve()))

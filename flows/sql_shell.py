@@ -45,7 +45,7 @@ class Shell:
             try:
                 cur = self.con.execute(statement)
             except duckdb.Error as e:
-                where = f"{source}: statement {i}: " if source else ""
+                where = f"{source}: statement {i}: " if source else f"statement {i}: "
                 raise SqlError(where + " ".join(str(e).split())) from None
             if cur.description:
                 self.show([d[0] for d in cur.description], cur.fetchall())
@@ -154,9 +154,45 @@ def _width() -> int:
         return int(os.environ.get("COLUMNS", 160))
 
 
-def main(db: Path, file: Path | None, command: str | None, fmt: str) -> int:
+# DuckDB 2.0 writes storage format v2; DuckDB 1.x tools (the 1.5.6 CLI on the package index, DBeaver's JDBC driver
+# of 2026) refuse it ("can only read 64–68"). Measured (README "SQL for auditors"): a 2.0 copy made with
+# STORAGE_VERSION 'v1.2.0' opens in the 1.5.6 CLI with every table and view; the working database stays v2.
+COMPATIBLE_STORAGE = "v1.2.0"
+
+
+def copy_compatible(db: Path, out: Path, version: str = COMPATIBLE_STORAGE) -> str:
+    """A copy of the database that DuckDB 1.x tools can open: every table and view, written in `version` storage."""
+    if not Path(db).exists():
+        raise FileNotFoundError(f"database not found: {db} (run `yibao run` or `yibao demo` first)")
+    if Path(out).exists():
+        raise FileExistsError(f"{out} exists: give a new file name")
+    con = duckdb.connect()
+    try:
+        con.execute(f"ATTACH '{_quoted(db)}' AS src (READ_ONLY)")
+        con.execute(f"ATTACH '{_quoted(out)}' AS dst (STORAGE_VERSION '{_quoted(version)}')")
+        con.execute("COPY FROM DATABASE src TO dst")
+        con.execute("DETACH dst")
+    finally:
+        con.close()
+    return f"{out}: a copy of {db} in DuckDB storage {version} (opens in DuckDB 1.2 and later, e.g. the 1.5.6 duckdb CLI)"
+
+
+def _quoted(v) -> str:
+    return str(v).replace("'", "''")
+
+
+def main(db: Path, file: Path | None, command: str | None, fmt: str, compatible_copy: Path | None = None,
+         variables: list[str] | None = None) -> int:
+    if compatible_copy is not None:
+        print(copy_compatible(db, compatible_copy))
+        return 0
     shell = Shell(db, fmt=fmt)
     try:
+        for item in variables or []:  # the saved queries read getvariable('month'), getvariable('year'), …
+            name, eq, value = item.partition("=")
+            if not eq or not name.strip().isidentifier():
+                raise ValueError(f"--set {item!r}: expected NAME=VALUE, e.g. --set month=2025-03")
+            shell.con.execute(f"SET VARIABLE {name.strip()} = ?", [value])
         if command is not None:
             shell.run_text(command)
         elif file is not None:

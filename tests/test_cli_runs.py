@@ -185,3 +185,50 @@ def test_register_rows_rejected_and_warnings_are_counted(february):
 def test_version():
     p = yibao(["--version"])
     assert p.returncode == 0 and re.fullmatch(r"yibao \S+\n", p.stdout)
+
+
+# ------------------------------------------------------------------------------------------- yibao sql (16.2)
+def test_sql_runs_a_saved_query_file_read_only(january, bureau):
+    db, _ = january
+    p = yibao(["sql", "queries/rejects_by_reason.sql", "--db", str(db), "--format", "csv"],
+              env={"COLUMNS": "100"})
+    assert p.returncode == 0, p.stderr
+    rows = list(csv.reader(p.stdout.splitlines()))
+    codes = {r[rows[0].index("reason_code")]: r for r in rows[1:]}
+    assert set(codes) == {"BAD_VALUE", "MISSING_REQUIRED"}  # January's two injected rows
+    hosp, pharm = data_rows(bureau / "2025-01/hospital_settlements.csv"), data_rows(
+        bureau / "2025-01/pharmacy_settlements.csv")
+    p = yibao(["sql", "--db", str(db), "--format", "csv", "-c",
+               "SELECT count(*) AS n FROM adjudicated WHERE month = '2025-01'"])
+    assert p.stdout.splitlines() == ["n", str(hosp + pharm - 2)]  # one adjudicated line per accepted line
+    p = yibao(["sql", "--db", str(db), "-c", "CREATE TABLE x (a INT)"])
+    assert p.returncode == 1
+    err = stderr_lines(p)
+    assert len(err) == 1 and "read-only" in err[0] and err[0].startswith("yibao: statement 1: ")
+
+
+def test_sql_tables_keep_money_and_ids_whole_on_a_narrow_terminal(january):
+    """Issue 16.7: at 60 columns the run_id (30 characters) and the amounts are printed whole: the table turns
+    into one record per block rather than cut them."""
+    db, _ = january
+    run_id = q(db, "SELECT run_id FROM runs")[0][0]
+    total = q(db, "SELECT sum(medfee_sumamt) FROM adjudicated")[0][0]
+    p = yibao(["sql", "--db", str(db), "-c", "SELECT run_id, month, status, code_version, policy_version,"
+               " (SELECT sum(medfee_sumamt) FROM adjudicated) AS medfee FROM runs"], env={"COLUMNS": "60"})
+    assert p.returncode == 0, p.stderr
+    assert f"run_id         | {run_id}" in p.stdout.splitlines()
+    assert f"medfee         | {total:,}" in p.stdout.splitlines()
+
+
+def test_sql_compatible_copy_is_written_in_v1_storage(january, tmp_path):
+    db, _ = january
+    out = tmp_path / "v1.duckdb"
+    p = yibao(["sql", "--db", str(db), "--compatible-copy", str(out)])
+    assert p.returncode == 0, p.stderr
+    con = duckdb.connect(str(out), read_only=True)
+    try:
+        tags = con.execute("SELECT tags FROM duckdb_databases() WHERE database_name = 'v1'").fetchone()[0]
+        assert tags == {"storage_version": "v1.2.0+"}
+        assert con.execute("SELECT count(*) FROM runs").fetchone() == (1,)
+    finally:
+        con.close()
