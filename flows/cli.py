@@ -80,6 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--compatible-copy", type=Path, metavar="OUT.duckdb",
                    help="write a copy that DuckDB 1.x tools (the 1.x duckdb CLI, DBeaver) can open, and exit")
 
+    sv = sub.add_parser("server", help="a local Prefect server (UI and API) every yibao command uses while it runs")
+    sv.add_argument("action", choices=["start", "stop", "status"])
+    sv.add_argument("--port", type=int, default=4200, help="port on 127.0.0.1 (default 4200)")
+
     from flows import cli_reports
     cli_reports.add_commands(sub)
     return p
@@ -104,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     if out is not None and args.cmd != "sample":  # an export file: its folder is made, as users expect
         Path(out).parent.mkdir(parents=True, exist_ok=True)
     try:
+        if args.cmd in ("run", "demo") or (args.cmd == "whatif" and getattr(args, "action", None) is None):
+            from flows.server import use_prefect_api
+            use_prefect_api()  # the running `yibao server`, else a temporary server that ends with this process
         if args.cmd == "sample":
             from flows.sample import write_sample
             summary = write_sample(args.out, persons=args.persons, year=args.year, months=args.months, seed=args.seed,
@@ -120,7 +127,23 @@ def main(argv: list[str] | None = None) -> int:
             from flows import sql_shell
             return sql_shell.main(Path(args.db or default_db()), args.file, args.command, args.fmt,
                                   args.compatible_copy, args.variables)
+        if args.cmd == "server":
+            from flows import server
+            if args.action == "start":
+                print(server.start(args.port))
+            elif args.action == "stop":
+                print(server.stop())
+            else:
+                line, ok = server.status()
+                print(line)
+                return 0 if ok else 3
+            return 0
         if args.cmd == "serve":
+            from flows.server import api_url
+            if api_url() is None:
+                raise RuntimeError("yibao serve needs a running Prefect server (schedules do not run on a temporary "
+                                   "one): start it with `yibao server start`")
+            os.environ["PREFECT_API_URL"] = api_url()
             from flows.schedule import serve
             serve(str((args.input or default_input()).resolve()), str((args.db or default_db()).resolve()))
             return 0
