@@ -18,6 +18,8 @@ FUNDS = [("hifp_pay", "basic fund 统筹基金"), ("hifmi_pay", "critical illnes
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="yibao", description="Batch claims adjudication for basic medical insurance (医保)")
+    p.add_argument("--version", action="version", version=f"yibao {_version()}")
+    p.add_argument("--debug", action="store_true", help="on a failure, show the Python traceback after the one line")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     r = sub.add_parser("run", help="adjudicate a month (or a year) of settlement files into DuckDB")
@@ -64,9 +66,35 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--input", type=Path, default=None,
                    help="input folder: computed from its registers when the database holds nothing for the year")
 
+    q = sub.add_parser("sql", help="read-only SQL on the database: run a saved query file, or an interactive shell",
+                       description="Read-only SQL on the database (DATA.md §5). With FILE.sql: runs its statements "
+                                   "and prints each result; without: an interactive shell (history, .help).")
+    q.add_argument("file", nargs="?", type=Path, metavar="FILE.sql", help="saved query file, e.g. queries/*.sql")
+    q.add_argument("-c", "--command", metavar="SQL", help="run these statements instead of a file")
+    q.add_argument("--db", type=Path, default=None, metavar="FILE",
+                   help="DuckDB file (default $YIBAO_DB or yibao.duckdb), opened read-only")
+    q.add_argument("--format", dest="fmt", choices=["table", "csv"], default="table",
+                   help="tables that fit the terminal (default) or CSV")
+    q.add_argument("--set", dest="variables", action="append", metavar="NAME=VALUE",
+                   help="a variable the query reads with getvariable('NAME'), e.g. --set month=2025-03")
+    q.add_argument("--compatible-copy", type=Path, metavar="OUT.duckdb",
+                   help="write a copy that DuckDB 1.x tools (the 1.x duckdb CLI, DBeaver) can open, and exit")
+
+    sv = sub.add_parser("server", help="a local Prefect server (UI and API) every yibao command uses while it runs")
+    sv.add_argument("action", choices=["start", "stop", "status"])
+    sv.add_argument("--port", type=int, default=4200, help="port on 127.0.0.1 (default 4200)")
+
     from flows import cli_reports
     cli_reports.add_commands(sub)
     return p
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("yibao")
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     if out is not None and args.cmd != "sample":  # an export file: its folder is made, as users expect
         Path(out).parent.mkdir(parents=True, exist_ok=True)
     try:
+        if args.cmd in ("run", "demo") or (args.cmd == "whatif" and getattr(args, "action", None) is None):
+            from flows.server import use_prefect_api
+            use_prefect_api()  # the running `yibao server`, else a temporary server that ends with this process
         if args.cmd == "sample":
             from flows.sample import write_sample
             summary = write_sample(args.out, persons=args.persons, year=args.year, months=args.months, seed=args.seed,
@@ -92,7 +123,27 @@ def main(argv: list[str] | None = None) -> int:
             return _demo(args)
         if args.cmd == "contributions":
             return _contributions(args)
+        if args.cmd == "sql":
+            from flows import sql_shell
+            return sql_shell.main(Path(args.db or default_db()), args.file, args.command, args.fmt,
+                                  args.compatible_copy, args.variables)
+        if args.cmd == "server":
+            from flows import server
+            if args.action == "start":
+                print(server.start(args.port))
+            elif args.action == "stop":
+                print(server.stop())
+            else:
+                line, ok = server.status()
+                print(line)
+                return 0 if ok else 3
+            return 0
         if args.cmd == "serve":
+            from flows.server import api_url
+            if api_url() is None:
+                raise RuntimeError("yibao serve needs a running Prefect server (schedules do not run on a temporary "
+                                   "one): start it with `yibao server start`")
+            os.environ["PREFECT_API_URL"] = api_url()
             from flows.schedule import serve
             serve(str((args.input or default_input()).resolve()), str((args.db or default_db()).resolve()))
             return 0
@@ -103,9 +154,30 @@ def main(argv: list[str] | None = None) -> int:
         print("yibao: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # one line for the user; the run record keeps the detail
-        print(f"yibao: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
+        from flows.errors import error_line
+        print(f"yibao: {error_line(e)}", file=sys.stderr)
+        if args.debug:
+            import traceback
+            traceback.print_exception(e)
+        release(e)
         return 1
     return 2
+
+
+def release(e: BaseException) -> None:
+    """Drop what a failure keeps alive: the traceback's frames hold the DuckDB connections, relations and results
+    of the functions it passed through, and Prefect's flow-run state holds the exception itself; alive at
+    interpreter exit, the bindings report each of them as leaked (issue 16.3)."""
+    import gc
+    import traceback
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if e.__traceback__ is not None:
+            traceback.clear_frames(e.__traceback__)
+        e.__traceback__ = None
+        e = e.__cause__ or e.__context__
+    gc.collect()
 
 
 def _contributions(args) -> int:
@@ -153,6 +225,8 @@ def _contributions(args) -> int:
 
 
 def _run(args) -> int:
+    import datetime as dt
+
     from flows.monthly import dask_runner, month_flow, year_flow
     input_dir = str(args.input or default_input())
     db = str(args.db or default_db())
@@ -162,23 +236,64 @@ def _run(args) -> int:
     flow_fn = month_flow if args.month else year_flow
     if args.dask:
         flow_fn = flow_fn.with_options(task_runner=dask_runner(args.dask))
-    if args.month:
-        ids = flow_fn(args.month, input_dir, db, force=args.force, shards=shards, fan_out=bool(args.dask),
-                      in_place=args.in_place)
-    else:
-        ids = flow_fn(args.year, input_dir, db, shards=shards, fan_out=bool(args.dask), in_place=args.in_place)
-    from flows import store
-    con = store.connect(db, read_only=True)
+    since = dt.datetime.now()
     try:
-        for run_id, month, status, matches in con.execute(
-                "SELECT run_id, month, status, matches_run_id FROM runs WHERE list_contains(?::VARCHAR[], run_id)"
-                " ORDER BY started_at", [ids]).fetchall():
-            print(f"{month}: unchanged since run {matches} (same input files, registers, code and policies); "
-                  f"nothing rewritten" if status == "unchanged" else f"{month}: run {run_id} {status}")
-    finally:
-        con.close()
+        if args.month:
+            flow_fn(args.month, input_dir, db, force=args.force, shards=shards, fan_out=bool(args.dask),
+                    in_place=args.in_place)
+        else:
+            flow_fn(args.year, input_dir, db, shards=shards, fan_out=bool(args.dask), in_place=args.in_place)
+    finally:  # every month this command attempted, succeeded or not, before the one line of a failure
+        print_run_summaries(Path(db), since)
     print(f"results in {Path(db).resolve()}")
     return 0
+
+
+def print_run_summaries(db: Path, since) -> None:
+    """One block per month attempted since `since` (DATA.md §4 runs): status, rows read = accepted + rejected,
+    per file with its top reject reasons, register rows rejected and warnings (POLICY §1.14)."""
+    import json
+
+    from flows import store
+    if not db.exists():
+        return
+    con = store.connect(db, read_only=True)
+    try:
+        cur = con.execute("SELECT * FROM runs WHERE started_at >= ? ORDER BY started_at", [since])
+        runs = [dict(zip([d[0] for d in cur.description], r, strict=True)) for r in cur.fetchall()]
+    finally:
+        con.close()
+    for r in runs:
+        print(run_summary(r, json.loads(r["input_files"] or "[]")))
+
+
+def run_summary(r: dict, files: list[dict]) -> str:
+    """The lines a user reads for one run record."""
+    month, status = r["month"], r["status"]
+    if status == "unchanged":
+        return (f"{month}: unchanged since run {r['matches_run_id']} (same input files, registers, code and "
+                f"policies); nothing rewritten")
+    head = f"{month}: {status}" + (f" (run {r['run_id']})" if status == "succeeded" else "")
+    if r.get("rows_in") is not None:
+        head += (f" — {r['rows_in']:,} rows read = {r['rows_accepted']:,} accepted + {r['rows_rejected']:,} "
+                 f"rejected")
+    if r.get("register_rows_rejected") or r.get("warnings"):
+        head += (f"; registers: {r.get('register_rows_rejected') or 0:,} rows rejected, "
+                 f"{r.get('warnings') or 0:,} warnings (POLICY §1.14)")
+    lines = [head]
+    for f in files:
+        if "rows_read" not in f or (f["name"].startswith("reference/") and not f["rows_rejected"]
+                                    and not f.get("warnings")):
+            continue
+        line = f"  {f['name']}: {f['rows_read']:,} read, {f['rows_accepted']:,} accepted, {f['rows_rejected']:,} rejected"
+        if f.get("top_reasons"):
+            line += " (" + ", ".join(f"{code} {n:,}" for code, n in f["top_reasons"]) + ")"
+        if f.get("warnings"):
+            line += f", {f['warnings']:,} warnings"
+        lines.append(line)
+    if status in ("refused", "failed") and r.get("error"):
+        lines.append(f"  why: {r['error']}")
+    return "\n".join(lines)
 
 
 def _demo(args) -> int:
@@ -261,7 +376,7 @@ def print_summary(db: Path, year: int, elapsed: float | None = None) -> None:
     for code, n in rejects:
         rj.add_row(code, f"{n:,}")
     c.print(rj)
-    c.print(f"Results: {db.resolve()}  (open read-only: duckdb -readonly {db})")
+    c.print(f"Results: {db.resolve()}  (SQL, read-only: yibao sql --db {db}, or yibao sql queries/00_overview.sql)")
 
 
 if __name__ == "__main__":

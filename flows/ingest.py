@@ -31,10 +31,14 @@ import pyarrow.parquet as pq
 
 from schemas.inputs import OPTIONAL_REGISTERS, REGISTER_NAMES, required_input_columns
 from transforms.validate import (
+    EMPTY_REJECTS,
+    WARNING_SCHEMA,
+    RegisterReading,
     check_month,
-    register_reference_problems,
+    register_rejects,
     split_family_bindings,
     type_register,
+    unknown_person_rows,
 )
 
 SETTLEMENT_PREFIXES = ("hospital_settlements", "pharmacy_settlements")
@@ -277,13 +281,8 @@ def _register_file(input_root: Path, name: str) -> Path | None:
     return found[0] if found else None
 
 
-def _raise_problems(problems: pl.DataFrame, fallback_file: str) -> None:
-    if problems.height == 0:
-        return
-    first = problems.row(0, named=True)
-    more = f" (and {problems.height - 1} more problems in this file)" if problems.height > 1 else ""
-    raise InputFileError(first["source_file"] or fallback_file, f"row {first['source_row']}: {first['problem']}{more}")
-
+# What load_registers returns beside the typed registers for the run record (not for the engine).
+REGISTER_RECORDS = ("register_rejects", "register_warnings", "register_rows")
 
 _REGISTERS: dict[tuple, dict[str, pl.DataFrame]] = {}
 
@@ -303,36 +302,63 @@ def load_registers(input_root: Path) -> dict[str, pl.DataFrame]:
     return dict(_REGISTERS[key])
 
 
-def load_registers_uncached(input_root: Path) -> dict[str, pl.DataFrame]:
-    """Typed registers of reference/ keyed by name, plus `family_bindings_rejected`.
+def register_reading() -> RegisterReading:
+    """How the registers' open cases are read (POLICY §1.14), from policies/ (registers.yaml, A-30)."""
+    import datetime as dt
 
-    Any invalid register row fails the run (InputFileError naming file, row and problem), except
-    family bindings POLICY §4.5 rejects (other relation, 7th live user, …), which are returned in
-    `family_bindings_rejected` with a `reason` (and source_file/source_row). A missing optional
-    register (account_balances) is an empty typed frame. Typed frames carry no source columns.
+    from flows.policies import load_policies
+    value = load_policies().value("xiangyang", "employee", "registers.retire_kind_when_empty", dt.date.today())
+    return RegisterReading(retire_kind_when_empty=str(value))
+
+
+def load_registers_uncached(input_root: Path) -> dict[str, pl.DataFrame]:
+    """Typed registers of reference/ keyed by name, plus `family_bindings_rejected`, `register_rejects` and
+    `register_warnings`.
+
+    A register row that breaks the contract is rejected on its own (POLICY §1.14): it is left out of its
+    register and listed in `register_rejects` (DATA.md §4 `rejects` columns: its register file and row, reason
+    code, reason, the row as text); a row naming a person who is not in persons (or whose persons row was
+    rejected) likewise, UNKNOWN_PERSON. Rows kept with a reading (a retire_kind ignored or defaulted, A-30) are
+    listed in `register_warnings` (source_file, source_row, warning). Family bindings POLICY §4.5 rejects (other
+    relation, 7th live user, …) are returned in `family_bindings_rejected` with a `reason`. A file that cannot
+    be read at all, or a missing required register, still stops the run (InputFileError naming it). A missing
+    optional register (account_balances) is an empty typed frame. Typed frames carry no source columns.
     """
     input_root = Path(input_root)
+    reading = register_reading()
     typed: dict[str, pl.DataFrame] = {}
+    raws: dict[str, pl.DataFrame] = {}
     files: dict[str, str] = {}
+    rejects: list[pl.DataFrame] = []
+    warnings: list[pl.DataFrame] = []
     for name in REGISTER_NAMES:
         path = _register_file(input_root, name)
         if path is None:
             if name in OPTIONAL_REGISTERS:
-                empty = pl.DataFrame(schema={c: pl.String for c in required_input_columns(name)})
-                raw = empty.with_columns(pl.lit(None, pl.String).alias("source_file"),
-                                         pl.lit(None, pl.Int64).alias("source_row"))
-                frame, _ = type_register(name, raw.clear())
-                typed[name] = frame
+                raw = pl.DataFrame(schema={**{c: pl.String for c in required_input_columns(name)},
+                                           "source_file": pl.String, "source_row": pl.Int64})
+                typed[name] = type_register(name, raw, reading)[0]
                 continue
             raise InputFileError(f"reference/{name}.csv", "missing register (CSV or Parquet)")
         files[name] = _relname(path, input_root)
-        frame, problems = type_register(name, read_table(path, input_root))
-        _raise_problems(problems, files[name])
-        typed[name] = frame
-    for name, problems in register_reference_problems(typed).items():
-        _raise_problems(problems, files.get(name, name))
+        raws[name] = read_table(path, input_root)
+        typed[name], rej, warn = type_register(name, raws[name], reading)
+        rejects.append(rej)
+        warnings.append(warn)
+    for name, problems in unknown_person_rows(typed).items():
+        if problems.height:
+            typed[name] = typed[name].join(problems, on=["source_file", "source_row"], how="anti",
+                                           maintain_order="left")
+            rejects.append(register_rejects(raws[name], problems, "UNKNOWN_PERSON"))
     kept, rejected = split_family_bindings(typed["family_bindings"], typed["persons"])
     typed["family_bindings"] = kept
     out = {name: frame.drop("source_file", "source_row") for name, frame in typed.items()}
     out["family_bindings_rejected"] = rejected
+    all_rejects = pl.concat(rejects, how="diagonal_relaxed") if rejects else pl.DataFrame(schema=EMPTY_REJECTS)
+    out["register_rejects"] = all_rejects.select(list(EMPTY_REJECTS)).sort("source_file", "source_row")
+    all_warnings = pl.concat(warnings) if warnings else pl.DataFrame(schema=WARNING_SCHEMA)
+    kept_rows = pl.concat([f.select("source_file", "source_row") for f in typed.values()])
+    out["register_warnings"] = all_warnings.join(kept_rows, on=["source_file", "source_row"], how="semi")
+    out["register_rows"] = pl.DataFrame({"source_file": list(files.values()), "rows": [f.height for f in raws.values()]},
+                                        schema={"source_file": pl.String, "rows": pl.Int64})
     return out

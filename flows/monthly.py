@@ -27,7 +27,8 @@ import polars as pl
 from prefect import flow, get_run_logger, task
 
 from flows import store
-from flows.ingest import InputFileError, load_registers, month_files, read_table
+from flows.errors import error_line
+from flows.ingest import REGISTER_RECORDS, InputFileError, load_registers, month_files, read_table
 from flows.policies import POLICY_ROOT, load_policies
 from flows.reports import person_snapshot, write_person_snapshot
 from schemas.outputs import Accumulators, Adjudicated, MaternityBenefits
@@ -135,22 +136,71 @@ def previous_month(month: str) -> str | None:
     return None if m == 1 else f"{y}-{m - 1:02d}"
 
 
+class RunRefused(RunError):
+    """DATA.md §5: the month's inputs cannot make a month (an empty month folder, a settlement file whose every data
+    row is rejected): the month is not written, its `runs` row says `refused` and why; the message names the file."""
+
+
+TOP_REASONS = 3  # reject reasons shown per file in the run record and the summary line
+
+
+def file_counts(raw: pl.DataFrame, rejects: pl.DataFrame) -> dict[str, dict]:
+    """source_file → rows read, accepted, rejected and the top reject reasons (code, rows) of that file."""
+    if raw.height == 0:
+        return {}
+    read = raw.group_by("source_file").len("rows_read")
+    rej = rejects.group_by("source_file", maintain_order=True).agg(
+        pl.len().alias("rows_rejected"), pl.col("reason").first().str.split(" | ").list.first().str.split("; ").list.first()
+        .alias("first_reason"))
+    top = (rejects.group_by("source_file", "reason_code").len("n")
+           .sort(["source_file", "n", "reason_code"], descending=[False, True, False])
+           .group_by("source_file", maintain_order=True).head(TOP_REASONS)
+           .group_by("source_file", maintain_order=True).agg(pl.struct("reason_code", "n").alias("top_reasons")))
+    out = {}
+    for r in (read.join(rej, on="source_file", how="left").join(top, on="source_file", how="left")
+              .with_columns(pl.col("rows_rejected").fill_null(0)).iter_rows(named=True)):
+        out[r["source_file"]] = {"rows_read": r["rows_read"], "rows_accepted": r["rows_read"] - r["rows_rejected"],
+                                 "rows_rejected": r["rows_rejected"], "first_reason": r["first_reason"],
+                                 "top_reasons": [[t["reason_code"], t["n"]] for t in (r["top_reasons"] or [])]}
+    return out
+
+
+def refusal(month: str, settlement_files: list[str], counts: dict[str, dict]) -> str | None:
+    """DATA.md §5: why the month is refused, naming the file, or None. A header-only file is fine (no lines)."""
+    if not settlement_files:
+        return (f"{month} refused: no settlement file in {month}/ (hospital_settlements*, pharmacy_settlements*);"
+                " the month was not written")
+    for name in settlement_files:
+        c = counts.get(name)
+        if c and c["rows_read"] and not c["rows_accepted"]:
+            reasons = ", ".join(f"{code} {n:,}" for code, n in c["top_reasons"])
+            return (f"{month} refused: {name}: all {c['rows_read']:,} rows rejected ({reasons}; first: "
+                    f"{c['first_reason']}); the month was not written")
+    return None
+
+
 @task(name="ingest-and-validate", **IO_RETRIES)
 def ingest_and_validate(input_dir: str, month: str, db: str, stage: str) -> str:
     clock = StageClock(month)
     stage_p, root = Path(stage), Path(input_dir)
     files = month_files(root, month)
+    if not files["settlements"]:  # DATA.md §5: an empty month folder is not a month
+        raise RunRefused(refusal(month, [], {}))
     regs = load_registers(root)
+    records = {name: regs.pop(name) for name in REGISTER_RECORDS}
     for name, frame in regs.items():
         frame.write_parquet(stage_p / f"reg_{name}.parquet")
     raws = [read_table(p, root) for p in files["settlements"]]
     raw = pl.concat(raws, how="diagonal_relaxed") if raws else pl.DataFrame(
         schema={"source_file": pl.String, "source_row": pl.Int64})
+    ids: list[str] = []
+    for c in ("setl_id", "orig_setl_id"):
+        if c in raw.columns:
+            col = raw.get_column(c)
+            ids += pl.concat([col, col.str.strip_chars()]).drop_nulls().unique().to_list()
     con = store.connect(db)
     try:
-        ids = pl.concat([raw.get_column(c) for c in ("setl_id", "orig_setl_id") if c in raw.columns])
-        ids = pl.concat([ids, ids.str.strip_chars()]).drop_nulls().unique().to_list() if len(ids) else []
-        known = store.known_settlements(con, month, ids)  # only the rows this month's ids can match
+        known = store.known_settlements(con, month, sorted(set(ids)))  # only the rows this month's ids can match
     finally:
         con.close()
     clock.lap("ingest")
@@ -175,19 +225,49 @@ def ingest_and_validate(input_dir: str, month: str, db: str, stage: str) -> str:
     events.write_parquet(stage_p / "maternity_events.parquet")
     accepted.write_parquet(stage_p / "accepted.parquet")
     rejects.write_parquet(stage_p / "rejects.parquet")
+    records["register_rejects"].write_parquet(stage_p / "register_rejects.parquet")
+    # per file: rows read, accepted, rejected, top reasons (DATA.md §4 runs.input_files); registers (POLICY §1.14)
+    # count their own rows and rejects, and the rows kept with a reading are the run's warnings
+    read_frames = [f.select("source_file") for f in (raw, app_raw, mat_raw) if f.height]
+    counts = file_counts(pl.concat(read_frames) if read_frames else raw.select("source_file"),
+                         rejects.select("source_file", "reason_code", "reason"))
+    reg_rows = records["register_rows"]
+    reg_counts = file_counts(
+        reg_rows.select(pl.col("source_file").repeat_by("rows")).explode("source_file").drop_nulls(),
+        records["register_rejects"].select("source_file", "reason_code", "reason"))
+    warn_by_file = dict(records["register_warnings"].group_by("source_file").len().iter_rows())
+    for name, c in reg_counts.items():
+        c["warnings"] = warn_by_file.get(name, 0)
     fingerprint = stage_p / "input_files.json"  # hashed by the run before it started (unchanged-rerun check)
+    listed = json.loads(fingerprint.read_text()) if fingerprint.exists() else input_files(root, month)
+    for f in listed:
+        f.update(counts.get(f["name"]) or reg_counts.get(f["name"])
+                 or ({"rows_read": 0, "rows_accepted": 0, "rows_rejected": 0, "top_reasons": []}
+                     if not f["name"].startswith("reference/") else {}))
+    warnings = records["register_warnings"]
     record = {
-        "input_files": json.loads(fingerprint.read_text()) if fingerprint.exists() else input_files(root, month),
+        "input_files": listed,
         "rows_in": raw.height + app_raw.height + mat_raw.height,
         "rows_accepted": accepted.height + apps.height + events.height,
         "rows_rejected": rejects.height,
+        "register_rows_rejected": records["register_rejects"].height,
+        "warnings": warnings.height,
+        "warnings_detail": warnings.group_by("warning").len("rows").sort("rows", descending=True).to_dicts(),
     }
     if record["rows_in"] != record["rows_accepted"] + record["rows_rejected"]:
         raise RunError(f"{month}: rows_in {record['rows_in']} ≠ accepted {record['rows_accepted']}"
                        f" + rejected {rejects.height}")
     (stage_p / "ingest.json").write_text(json.dumps(record, ensure_ascii=False))
+    why = refusal(month, [_rel(p, root) for p in files["settlements"]], counts)
+    if why:
+        raise RunRefused(why)
     clock.lap("ingest")  # staging the accepted rows and hashing the inputs
     return str(stage_p / "ingest.json")
+
+
+def _rel(path: Path, root: Path) -> str:
+    from flows.ingest import _relname
+    return _relname(path, root)
 
 
 def _staged_registers(stage_p: Path) -> dict[str, pl.DataFrame]:
@@ -455,6 +535,7 @@ def persist(stage: str, db: str, month: str, run_id: str) -> str:
         "account_ledger": pl.read_parquet(stage_p / "account_ledger.parquet"),
         "account_month_end": pl.read_parquet(stage_p / "account_month_end.parquet"),
         "maternity_benefits": pl.read_parquet(stage_p / "maternity_benefits.parquet"),
+        "register_rejects": pl.read_parquet(stage_p / "register_rejects.parquet"),
     }
     if (stage_p / "contributions.parquet").exists():  # absent when the stored year is unchanged
         frames["contributions"] = pl.read_parquet(stage_p / "contributions.parquet")
@@ -554,11 +635,6 @@ def _run_one_month(month: str, input_dir: str, pub: Publication, triggered_by: s
             loaded, prev_run, last = store.loaded_months(con), store.upstream_run(con, month), store.last_succeeded(con, month)
         finally:
             con.close()
-    prev = previous_month(month)
-    if prev is not None and prev not in loaded and not _opening_available(input_dir, work, prev):
-        raise RunError(f"{month} starts from the accumulators at the end of {prev}, which is not loaded: "
-                       f"run `yibao run --month {prev}` first, or, to start mid-year, load the year-to-date "
-                       f"state as of {_month_days(prev)[1]} as reference/opening_accumulators (POLICY §1.13)")
     run_id = f"{month}-{dt.datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     run = {"run_id": run_id, "month": month, "input_dir": str(Path(input_dir).resolve()),
            "code_version": code_version(), "policy_version": load_policies(POLICY_ROOT).digest,
@@ -569,6 +645,11 @@ def _run_one_month(month: str, input_dir: str, pub: Publication, triggered_by: s
     (stage / "run.json").write_text(json.dumps({**run, "db": str(Path(db).resolve())}, default=str))
     files = None
     try:
+        prev = previous_month(month)
+        if prev is not None and prev not in loaded and not _opening_available(input_dir, work, prev):
+            raise RunRefused(f"{month} starts from the accumulators at the end of {prev}, which is not loaded: "
+                             f"run `yibao run --month {prev}` first, or, to start mid-year, load the year-to-date "
+                             f"state as of {_month_days(prev)[1]} as reference/opening_accumulators (POLICY §1.13)")
         files = input_files(Path(input_dir), month)
         (stage / "input_files.json").write_text(json.dumps(files, ensure_ascii=False))
         if not force and _same_run(last, run, files):
@@ -576,7 +657,8 @@ def _run_one_month(month: str, input_dir: str, pub: Publication, triggered_by: s
                                       "input_files": json.dumps(files, ensure_ascii=False),
                                       "matches_run_id": last["run_id"],
                                       **{k: last[k] for k in ("rows_in", "rows_accepted", "rows_rejected",
-                                                              "assumptions", "lines_adjudicated")}}], in_place=True)
+                                                              "assumptions", "lines_adjudicated", "warnings")}}],
+                              in_place=True)
             shutil.rmtree(stage, ignore_errors=True)
             logger.info("%s: unchanged since run %s (same input files, registers, code, policies and upstream "
                         "month); nothing rewritten", month, last["run_id"])
@@ -593,9 +675,14 @@ def _run_one_month(month: str, input_dir: str, pub: Publication, triggered_by: s
         persist(str(stage), work, month, run_id)
     except BaseException as e:
         if not _committed(work, run_id):  # a failure after the month's commit leaves the month as committed
-            store.record_runs(work, [{**run, "finished_at": dt.datetime.now(), "status": "failed",
-                                      "input_files": None if files is None else json.dumps(files, ensure_ascii=False),
-                                      "error": f"{type(e).__name__}: {e}"[:2000]}], in_place=True)
+            counted = {}
+            if (stage / "ingest.json").exists():  # what ingest counted before the month was refused or failed
+                counted = store.run_counts(json.loads((stage / "ingest.json").read_text()))
+            elif files is not None:
+                counted = {"input_files": json.dumps(files, ensure_ascii=False)}
+            store.record_runs(work, [{**run, "finished_at": dt.datetime.now(),
+                                      "status": "refused" if isinstance(e, RunRefused) else "failed",
+                                      **counted, "error": error_line(e)[:2000]}], in_place=True)
         raise
     for p in stage.iterdir():  # the stage's files are no longer needed; the journal stays until published
         if p.name != "run.json":

@@ -282,27 +282,56 @@ def write_parquet(con: duckdb.DuckDBPyConnection, sql: str, params: list, out: P
 
 def print_table(table: Table, console=None, limit: int | None = None) -> None:
     from rich.console import Console
+
+    console = console or Console(width=_terminal_width())
+    cols = list(table.df.columns)
+    rows = table.df.iter_rows() if limit is None else table.df.head(limit).iter_rows()
+    texts = [[terminal_safe(text_of(table, c, v)) for c, v in zip(cols, r, strict=True)] for r in rows]
+    numeric = {c for c in cols if c in table.money or c in table.ratio or table.df.schema[c].is_numeric()}
+    print_rows(console, table.title, cols, texts, numeric)
+    if limit is not None and table.df.height > limit:
+        console.print(f"… {table.df.height - limit} more rows: export them with --format csv or xlsx", markup=False)
+
+
+# Columns never cut nor wrapped on a terminal (issue 16.7): amounts, counts and identifiers.
+KEEP_WHOLE_RE = re.compile(r"(_id|_no|_code|_codes|^month|^year|_amt|_pay|_sumamt|^rows|^lines|certno.*)$")
+
+
+def print_rows(console, title: str, cols: list[str], rows: list[list[str]], numeric: set[str]) -> None:
+    """A table on the terminal in which money and ids are never cut (issue 16.7): numbers and identifiers keep
+    their full width; other columns wrap; when even that does not fit, one record per block (column: value)."""
+    from rich.cells import cell_len
     from rich.table import Table as RichTable
     from rich.text import Text
 
-    console = console or Console(width=max(160, _terminal_width()))
-    rt = RichTable(title=Text(table.title), show_lines=False)
-    for c in table.df.columns:
-        numeric = c in table.money or c in table.ratio or table.df.schema[c].is_integer()
-        rt.add_column(Text(c), justify="right" if numeric else "left", overflow="fold")
-    rows = table.df.iter_rows() if limit is None else table.df.head(limit).iter_rows()
+    whole = {c for c in cols if c in numeric or KEEP_WHOLE_RE.search(c)}
+    need = {c: max([cell_len(c)] + [cell_len(r[j]) for r in rows]) for j, c in enumerate(cols)}
+    # width the table needs with the whole columns whole and the others wrapped down to 8 cells
+    minimum = sum(need[c] if c in whole else min(need[c], 8) for c in cols) + 3 * len(cols) + 1
+    if cols and minimum > console.width:
+        console.print(Text(title, style="bold"))
+        label = max(cell_len(c) for c in cols)
+        for i, r in enumerate(rows, start=1):
+            console.print(Text(f"-[ record {i} ]" + "-" * max(0, min(console.width, 40) - 14)))
+            for c, v in zip(cols, r, strict=True):
+                console.print(Text(f"{c.ljust(label)} | {v}"), soft_wrap=c in whole)
+        return
+    rt = RichTable(title=Text(title), show_lines=False)
+    for c in cols:
+        if c in whole:
+            rt.add_column(Text(c), justify="right" if c in numeric else "left", no_wrap=True, min_width=need[c])
+        else:
+            rt.add_column(Text(c), justify="right" if c in numeric else "left", overflow="fold")
     for r in rows:
-        rt.add_row(*[Text(terminal_safe(text_of(table, c, v))) for c, v in zip(table.df.columns, r, strict=True)])
+        rt.add_row(*[Text(v) for v in r])
     console.print(rt)
-    if limit is not None and table.df.height > limit:
-        console.print(Text(f"… {table.df.height - limit} more rows: export them with --format csv or xlsx"))
 
 
 def _terminal_width() -> int:
     try:
         return os.get_terminal_size().columns
     except OSError:
-        return 160
+        return int(os.environ.get("COLUMNS", 160))
 
 
 # ---------------------------------------------------------------- persons (masked)

@@ -16,6 +16,8 @@ def prefect_offline_defaults() -> None:
     # A loaded 2-core machine can take longer than the default 20 s to start the temporary server.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("HOME", str(PROJECT_ROOT))
+    # Prefect's state (its database, the server's) in the project, not ~/.prefect (issue 16.8), whatever runs yibao
+    os.environ.setdefault("PREFECT_HOME", str(PROJECT_ROOT / ".prefect"))
 
 
 def default_input() -> Path:

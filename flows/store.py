@@ -38,7 +38,8 @@ TABLES: dict[str, list[tuple[str, str]]] = {
     "runs": _cols("""run_id VARCHAR, month VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP, status VARCHAR,
         input_dir VARCHAR, input_files VARCHAR, rows_in BIGINT, rows_accepted BIGINT, rows_rejected BIGINT,
         code_version VARCHAR, policy_version VARCHAR, assumptions VARCHAR, error VARCHAR, lines_adjudicated BIGINT,
-        triggered_by VARCHAR, prev_run_id VARCHAR, matches_run_id VARCHAR"""),
+        triggered_by VARCHAR, prev_run_id VARCHAR, matches_run_id VARCHAR, warnings BIGINT, warnings_detail VARCHAR,
+        register_rows_rejected BIGINT"""),
     "settlements": _cols("""run_id VARCHAR, month VARCHAR, source_file VARCHAR, source_row BIGINT,
         setl_id VARCHAR, mdtrt_id VARCHAR, psn_no VARCHAR, insutype VARCHAR, med_type VARCHAR, fixmedins_code VARCHAR,
         begndate DATE, enddate DATE, setl_time TIMESTAMP, dise_codg VARCHAR, dise_cert_code VARCHAR,
@@ -297,6 +298,12 @@ def write_month(con: duckdb.DuckDBPyConnection, run_id: str, month: str, frames:
             con.register("__src", df)
             con.execute(_insert_select(con, table, "__src", set(df.columns)))
             con.unregister("__src")
+        if "register_rejects" in frames:  # POLICY §1.14: the registers' rejects as of this run, `month` empty
+            con.execute("DELETE FROM rejects WHERE month IS NULL")
+            df = frames["register_rejects"].with_columns(pl.lit(run_id).alias("run_id"))
+            con.register("__src", df)
+            con.execute(_insert_select(con, "rejects", "__src", set(df.columns)))
+            con.unregister("__src")
         if "contributions" in frames:  # person × year: the year's rows, replaced whole
             df = frames["contributions"].with_columns(pl.lit(run_id).alias("run_id"), pl.lit(month).alias("month"))
             con.execute("DELETE FROM contributions WHERE year = ?", [int(month[:4])])
@@ -313,12 +320,10 @@ def write_month(con: duckdb.DuckDBPyConnection, run_id: str, month: str, frames:
             con.unregister("__src")
         if os.environ.get("YIBAO_FAULT") == "inside_write":  # fault injection for the crash-safety test
             os._exit(70)
-        con.execute(
-            "UPDATE runs SET status='succeeded', finished_at=now(), input_files=?, rows_in=?, rows_accepted=?,"
-            " rows_rejected=?, assumptions=?, lines_adjudicated=? WHERE run_id=?",
-            [json.dumps(record["input_files"], ensure_ascii=False), record["rows_in"], record["rows_accepted"],
-             record["rows_rejected"], json.dumps(record["assumptions"]), record["lines_adjudicated"], run_id],
-        )
+        counts = run_counts(record)
+        con.execute(f"UPDATE runs SET status='succeeded', finished_at=now(), assumptions=?, lines_adjudicated=?, "
+                    f"{', '.join(f'{k}=?' for k in counts)} WHERE run_id=?",
+                    [json.dumps(record["assumptions"]), record["lines_adjudicated"], *counts.values(), run_id])
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -328,6 +333,18 @@ def write_month(con: duckdb.DuckDBPyConnection, run_id: str, month: str, frames:
 def has_opening(con: duckdb.DuckDBPyConnection, month: str) -> bool:
     """Whether an opening state (POLICY §1.13) is stored as the state at the end of `month`, a month not loaded."""
     return con.execute("SELECT count(*) FROM accumulators WHERE month = ?", [month]).fetchone()[0] > 0
+
+
+def run_counts(record: dict) -> dict:
+    """The `runs` columns of an ingest record (flows/monthly.ingest_and_validate): per-file counts as JSON, rows,
+    warnings (POLICY §1.14)."""
+    out = {"input_files": json.dumps(record["input_files"], ensure_ascii=False)}
+    for k in ("rows_in", "rows_accepted", "rows_rejected", "warnings", "register_rows_rejected"):
+        if k in record:
+            out[k] = record[k]
+    if "warnings_detail" in record:
+        out["warnings_detail"] = json.dumps(record["warnings_detail"], ensure_ascii=False)
+    return out
 
 
 def loaded_months(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -207,7 +207,10 @@ def test_formula_like_and_control_characters(tmp_path_factory, column, text, how
     ("setl_time", "20250115 10:00:00", "BAD_VALUE"),
     ("setl_time", "+12025-01-15 10:00:00", "BAD_VALUE"),
     ("begndate", "0001-01-01", "BAD_VALUE"),
-    ("begndate", "2025-1-1", "BAD_VALUE"),
+    ("begndate", "2025-1-1", None),  # DATA.md §1: month and day without their leading zero are read
+    ("begndate", "2025/1/1", None),  # as a spreadsheet re-saves it
+    ("begndate", "1/1/2025", "BAD_VALUE"),  # day-first: ambiguous, never guessed
+    ("begndate", "25/1/1", "BAD_VALUE"),  # two-digit year
     ("enddate", "9999-12-31", None),       # a far end date is a date; the stay is read as it is
     ("enddate", "1900-01-01", "BAD_VALUE"),  # before begndate
     ("begndate", "１９９０-01-01", "BAD_VALUE"),  # full-width digits are not digits here
@@ -282,7 +285,7 @@ def test_a_run_on_a_broken_file_exits_with_one_line_and_writes_nothing(tmp_path,
     assert proc.returncode == 1
     lines = user_lines(proc.stderr)
     assert lines == [lines[0]] and lines[0].startswith(
-        f"yibao: InputFileError: {MONTH}/pharmacy_settlements.parquet: unreadable Parquet")
+        f"yibao: {MONTH}/pharmacy_settlements.parquet: unreadable Parquet")
     assert q(db, "SELECT count(*) FROM adjudicated") == tables
     status, error = q(db, "SELECT status, error FROM runs ORDER BY started_at DESC LIMIT 1")[0]
     assert status == "failed" and "pharmacy_settlements.parquet" in error

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flows.ingest import InputFileError, load_registers, month_files, read_table
+from flows.ingest import REGISTER_RECORDS, InputFileError, load_registers, month_files, read_table
 from schemas.inputs import REGISTER_MODELS, RejectedFamilyBindingModel
 
 FIXTURES = Path(__file__).parent / "fixtures" / "input"
@@ -254,7 +254,7 @@ REGISTER_SCHEMAS = {
 
 def test_load_registers_types_and_family_binding_rejects():
     regs = load_registers(FIXTURES)
-    assert set(regs) == set(REGISTER_SCHEMAS) | {"family_bindings_rejected"}
+    assert set(regs) == set(REGISTER_SCHEMAS) | {"family_bindings_rejected", *REGISTER_RECORDS}
     for name, schema in REGISTER_SCHEMAS.items():
         assert dict(regs[name].schema) == schema, name
         REGISTER_MODELS[name].validate(regs[name])
@@ -292,47 +292,92 @@ def _edit(root: Path, name: str, old: str, new: str, encoding: str = "utf-8") ->
     p.write_bytes(text.replace(old, new, 1).encode(encoding))
 
 
-@pytest.mark.parametrize("name, old, new, encoding, expected", [
+P001_ROWS = [("reference/certifications.csv", 1), ("reference/family_bindings.csv", 8),
+             ("reference/family_bindings.csv", 11), ("reference/family_bindings.csv", 12),
+             ("reference/identities.csv", 1)]  # the fixture's rows naming P001 (read off the CSV files)
+
+
+@pytest.mark.parametrize("name, old, new, encoding, own, others", [
+    # POLICY §1.14: the persons row is rejected, so P001 is unknown and the 5 rows naming P001 are UNKNOWN_PERSON
     ("persons.csv", "421302198001010011", "421302198001010012", "gb18030",
-     "reference/persons.csv: row 1: certno '421302198001010012' is not an 18-character ID number with a valid checksum"),
+     [(1, "BAD_VALUE", "BAD_VALUE: certno '421302198001010012' is not an 18-character ID number with a valid checksum")],
+     P001_ROWS),
+    # a psn_no twice: neither row can be trusted; P001 and P002 become unknown (P002: 12 rows name it)
     ("persons.csv", "P002,420602197505050026", "P001,420602197505050026", "gb18030",
-     "reference/persons.csv: row 1: psn_no 'P001' fails field_uniqueness (and 1 more problems in this file)"),
+     [(1, "BAD_VALUE", "BAD_VALUE: psn_no 'P001' fails field_uniqueness"),
+      (2, "BAD_VALUE", "BAD_VALUE: psn_no 'P001' fails field_uniqueness")], 15),
     ("persons.csv", "1975-05-05,310", "1975-05-05,320", "gb18030",
-     "reference/persons.csv: row 2: insutype '320' is not one of 310/390"),
+     [(2, "BAD_CODE", "BAD_CODE: insutype '320' is not one of 310/390")], 11),
     ("identities.csv", "dibao", "rich", "utf-8",
-     "reference/identities.csv: row 1: identity 'rich' is not one of tekun/orphan/dibao/fanpin/dibao_edge/"
-     "monitor_unstable/monitor_edge/monitor_sudden/illness_poor/other_hardship/disabled/mental/family_planning/"
-     "poverty_exit/veteran"),
+     [(1, "BAD_CODE", "BAD_CODE: identity 'rich' is not one of tekun/orphan/dibao/fanpin/dibao_edge/"
+       "monitor_unstable/monitor_edge/monitor_sudden/illness_poor/other_hardship/disabled/mental/family_planning/"
+       "poverty_exit/veteran")], []),
     ("identities.csv", "2020-01-01,2025-12-31", "2020-01-01,2019-12-31", "utf-8",
-     "reference/identities.csv: row 2: fails enddate >= begndate"),
-    ("employment.csv", "normal,normal,2010", ",normal,2010", "utf-8",
-     "reference/employment.csv: row 2: fails retire_kind is given for retired (12) and only for them"),
-    ("employment.csv", "3450.00", "3,450.00", "utf-8",
-     "reference/employment.csv: row 1: ragged CSV"),
+     [(2, "BAD_VALUE", "BAD_VALUE: fails enddate >= begndate")], []),
     ("employment.csv", "3450.00", "-1.00", "utf-8",
-     "reference/employment.csv: row 1: contrib_base '-100' fails greater_than_or_equal_to(0)"),
+     [(1, "BAD_VALUE", "BAD_VALUE: contrib_base '-100' fails greater_than_or_equal_to(0)")], []),
     ("certifications.csv", "P003,C002", "P099,C002", "utf-8",
-     "reference/certifications.csv: row 2: psn_no 'P099' is not in the person register"),
+     [(2, "UNKNOWN_PERSON", "UNKNOWN_PERSON: psn_no 'P099' is not in the person register")], []),
     ("institutions.csv", "H001,随州市中心医院,hospital,3", "H001,随州市中心医院,hospital,", "utf-8",
-     "reference/institutions.csv: row 1: fails dedc_hosp_lv is given for hospitals"),
+     [(1, "BAD_VALUE", "BAD_VALUE: fails dedc_hosp_lv is given for hospitals")], []),
     ("family_bindings.csv", "P004,P003,child,2024-01-01", "P004,P003,child,2024-13-01", "utf-8",
-     "reference/family_bindings.csv: row 10: begndate '2024-13-01' is not a date YYYY-MM-DD (year 1900 or later)"),
+     [(10, "BAD_VALUE", "BAD_VALUE: begndate '2024-13-01' is not a date YYYY-MM-DD (year 1900 or later)")], []),
     ("account_balances.csv", "P011,2024-12-31,0", "P011,2024-12-31,", "utf-8",
-     "reference/account_balances.csv: row 2: balc is empty"),
+     [(2, "MISSING_REQUIRED", "MISSING_REQUIRED: balc is empty")], []),
 ])
-def test_invalid_register_row_fails_the_run(input_copy, name, old, new, encoding, expected):
+def test_an_invalid_register_row_is_rejected_on_its_own(input_copy, name, old, new, encoding, own, others):
+    """POLICY §1.14, DATA.md §3: the row goes to the register rejects (file, row, reason, the row as text), the
+    register keeps its other rows, and the rows of other registers naming a person it removed are UNKNOWN_PERSON."""
+    base = load_registers(FIXTURES)
     if name == "institutions.csv":
         p = input_copy / "reference" / name
         p.write_bytes(p.read_bytes().replace(old.encode(), new.encode(), 1))
     else:
         _edit(input_copy, name, old, new, encoding)
+    regs = load_registers(input_copy)
+    rejects = regs["register_rejects"]
+    file = f"reference/{name}"
+    assert rejects.filter(pl.col("source_file") == file).select("source_row", "reason_code", "reason").rows() == own
+    assert rejects.filter(pl.col("source_file") == file)["raw"].str.starts_with("{").all()
+    assert rejects["setl_id"].is_null().all()
+    rest = rejects.filter(pl.col("source_file") != file)
+    if isinstance(others, list):
+        assert rest.select("source_file", "source_row").rows() == others
+    else:
+        assert rest.height == others
+    assert (rest["reason_code"] == "UNKNOWN_PERSON").all()
+    stem = name.removesuffix(".csv")
+    assert regs[stem].height == base[stem].height - len(own)  # the rest of the register is used
+
+
+def test_a_register_file_that_cannot_be_read_still_stops_the_run(input_copy):
+    _edit(input_copy, "employment.csv", "3450.00", "3,450.00", "utf-8")
     with pytest.raises(InputFileError) as e:
         load_registers(input_copy)
-    msg = _one_line(e)
-    if expected.endswith("ragged CSV"):
-        assert msg.startswith("reference/employment.csv: ragged CSV")
-    else:
-        assert msg == expected
+    assert _one_line(e).startswith("reference/employment.csv: ragged CSV")
+
+
+def test_retire_kind_readings_are_warnings(input_copy):
+    """POLICY §1.14, A-30: an empty retire_kind on a retired (12) period reads as `normal`; a retire_kind on an
+    in-service (11) period is ignored. Both rows are kept and counted as warnings."""
+    _edit(input_copy, "employment.csv", "normal,normal,2010", ",normal,2010", "utf-8")  # row 2: retired, emptied
+    p = input_copy / "reference" / "employment.csv"
+    lines = p.read_text().splitlines()
+    row1 = lines[1].split(",")
+    assert row1[1] == "11" and row1[5] == ""  # row 1 is in service without a retire_kind
+    row1[5] = "contributing"
+    lines[1] = ",".join(row1)
+    p.write_text("\n".join(lines) + "\n")
+    regs = load_registers(input_copy)
+    assert regs["register_rejects"].height == 0
+    assert regs["register_warnings"].rows() == [
+        ("reference/employment.csv", 1, "retire_kind 'contributing' on an in-service (11) period is ignored"
+                                        " (POLICY §1.14)"),
+        ("reference/employment.csv", 2, "empty retire_kind on a retired (12) period read as 'normal'"
+                                        " (POLICY §1.14, A-30)")]
+    emp = regs["employment"]
+    assert emp.height == 4
+    assert emp["retire_kind"].to_list()[:2] == [None, "normal"]
 
 
 def test_registers_missing_ambiguous_and_optional(input_copy):

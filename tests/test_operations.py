@@ -195,7 +195,7 @@ def test_a_second_writer_process_refuses_at_once_with_one_line(db, bureau):
         proc = yibao(["run", "--month", "2025-03", "--input", str(bureau), "--db", str(db)])
     assert proc.returncode == 1
     lines = user_lines(proc.stderr)
-    assert len(lines) == 1 and lines[0].startswith("yibao: RunError: ") and "another yibao run (pid" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("yibao: ") and "another yibao run (pid" in lines[0]
 
 
 # ------------------------------------------------------------------------------------------- crashes
@@ -232,7 +232,7 @@ def test_a_failed_run_is_recorded_with_its_one_line_error_and_changes_nothing_el
         month_flow("2025-03", str(broken), str(db))
     assert tables(db) == before
     status, error = q(db, "SELECT status, error FROM runs ORDER BY started_at DESC LIMIT 1")[0]
-    assert status == "failed" and error.startswith("InputFileError: 2025-03/hospital_settlements.csv: missing")
+    assert status == "failed" and error.startswith("2025-03/hospital_settlements.csv: missing")
 
 
 # ------------------------------------------------------------------------------------------- retries

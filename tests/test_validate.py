@@ -227,7 +227,10 @@ def test_minus_zero_is_zero_on_an_ordinary_line(registers):
 
 @pytest.mark.parametrize("text, code", [
     ("2025-03-10 10:00:00", None), ("2025-03-10 10:00:00.250", None), ("2025-03-10T10:00:00", "BAD_VALUE"),
-    ("2025-03-10", "BAD_VALUE"), ("2025-3-10 10:00:00", "BAD_VALUE"), ("2025-03-10 24:00:00", "BAD_VALUE"),
+    ("2025-03-10", "BAD_VALUE"), ("2025-03-10 24:00:00", "BAD_VALUE"),
+    # DATA.md §1: what a spreadsheet writes when it re-saves a CSV is read; ambiguous forms are not
+    ("2025-3-10 10:00:00", None), ("2025/3/10 9:05", None), ("2025/3/10 09:05:30", None),
+    ("2025/3/10", "BAD_VALUE"), ("10/3/2025 9:05", "BAD_VALUE"), ("25/3/10 9:05", "BAD_VALUE"),
     ("2025-03-10 23:59:60", "BAD_VALUE"), ("2025-02-29 10:00:00", "BAD_VALUE"), ("0000-03-01 00:00:00", "BAD_VALUE"),
 ])
 def test_setl_time_text(registers, text, code):

@@ -23,9 +23,9 @@ How the checks are organised (DATA.md §2, POLICY §1.7–§1.8, §6):
 - The accepted frame is validated eagerly by `SettlementModel` (a DataFrame, not a LazyFrame:
   STACK-NOTES), the rejects frame by `RejectModel`.
 
-Registers (`type_register`, `register_reference_problems`, `split_family_bindings`) use the
-same parser; their problems are returned as frames and turned into a failing run by
-`flows/ingest.load_registers`.
+Registers (`type_register`, `unknown_person_rows`, `split_family_bindings`) use the same
+parser; a register row that breaks the contract is a reject of its own (POLICY §1.14) and the
+rest of the register is used (`flows/ingest.load_registers`).
 """
 
 from __future__ import annotations
@@ -193,8 +193,10 @@ def _typed_expr(spec: FieldSpec, t: pl.Expr) -> pl.Expr:
     elif k == "certno":
         out = pl.when(certno_valid(t)).then(t.str.to_uppercase())
     elif k == "date":
+        t = spreadsheet_date(t)
         out = pl.when(t.str.contains(DATE_RE)).then(t.str.strptime(pl.Date, "%Y-%m-%d", strict=False))
     elif k == "datetime":
+        t = spreadsheet_date(t)
         out = pl.when(t.str.contains(DATETIME_RE)).then(
             t.str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M:%S%.f", strict=False)
         )
@@ -210,6 +212,26 @@ def _typed_expr(spec: FieldSpec, t: pl.Expr) -> pl.Expr:
     else:  # pragma: no cover - a model declares an unknown kind
         raise ValueError(f"unknown field kind {k!r} for {spec.name}")
     return out
+
+
+# DATA.md §1: what a spreadsheet writes when it re-saves a CSV — `/` as the separator, months, days and hours
+# without their leading zero, a time without seconds (`2025/12/1 9:05`) — read as the ISO form it stands for.
+# Only a four-digit year first is read: day-first (`1/12/2025`) and two-digit years (`25/12/1`) are ambiguous
+# and stay unreadable (BAD_VALUE with the reason).
+SPREADSHEET_DATE_RE = (r"^(?P<y>[0-9]{4})[-/](?P<m>[0-9]{1,2})[-/](?P<d>[0-9]{1,2})"
+                       r"(?: (?P<H>[0-9]{1,2}):(?P<M>[0-9]{2})(?::(?P<S>[0-9]{2}(?:\.[0-9]{1,6})?))?)?$")
+
+AMBIGUOUS_DATE_RE = r"^[0-9]{1,2}[-/.][0-9]{1,2}[-/.][0-9]{2,4}(?:[ T].*)?$"  # 1/12/2025, 25/12/1, 12-01-25
+
+
+def spreadsheet_date(t: pl.Expr) -> pl.Expr:
+    """`2025/12/1` → `2025-12-01`, `2025/12/1 9:05` → `2025-12-01 09:05:00`; other text unchanged."""
+    parts = t.str.extract_groups(SPREADSHEET_DATE_RE)
+    pad = [parts.struct.field(f).str.pad_start(2, "0") for f in ("m", "d", "H")]
+    date = pl.concat_str([parts.struct.field("y"), pad[0], pad[1]], separator="-")
+    time = pl.concat_str([pad[2], parts.struct.field("M"), parts.struct.field("S").fill_null("00")], separator=":")
+    iso = pl.when(parts.struct.field("H").is_null()).then(date).otherwise(pl.concat_str([date, time], separator=" "))
+    return pl.when(parts.struct.field("y").is_not_null()).then(iso).otherwise(t)
 
 
 _BAD_VALUE_TEXT = {
@@ -231,6 +253,13 @@ def _add_field_checks(P: Problems, spec: FieldSpec) -> None:
     if spec.kind == "code":
         allowed = pl.lit("/".join(spec.codes or ()))
         P.add("BAD_CODE", t.is_not_null() & typed.is_null(), pl.format("{} {} is not one of {}", name, show(t), allowed))
+    elif spec.kind in ("date", "datetime"):  # DATA.md §1: an ambiguous form is named as such, never guessed
+        ambiguous = t.str.contains(AMBIGUOUS_DATE_RE)
+        P.add("BAD_VALUE", t.is_not_null() & typed.is_null() & ~ambiguous,
+              pl.format("{} {} " + _BAD_VALUE_TEXT[spec.kind], name, show(t)))
+        P.add("BAD_VALUE", t.is_not_null() & typed.is_null() & ambiguous,
+              pl.format("{} {} is day-first or has a two-digit year: ambiguous, not guessed (write YYYY-MM-DD)",
+                        name, show(t)))
     elif spec.kind in _BAD_VALUE_TEXT:
         P.add("BAD_VALUE", t.is_not_null() & typed.is_null(),
               pl.format("{} {} " + _BAD_VALUE_TEXT[spec.kind], name, show(t)))
@@ -624,26 +653,81 @@ def validate_maternity_events(raw: pl.DataFrame, month: str, registers: dict[str
 
 # ---------------------------------------------------------------------------- registers
 PROBLEM_SCHEMA = {"source_file": pl.String, "source_row": pl.Int64, "problem": pl.String}
+WARNING_SCHEMA = {"source_file": pl.String, "source_row": pl.Int64, "warning": pl.String}
+EMPTY_REJECTS = {"source_file": pl.String, "source_row": pl.Int64, "setl_id": pl.String, "reason_code": pl.String,
+                 "reason": pl.String, "raw": pl.String}
 
 
-def type_register(name: str, raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """A register's text → (typed frame with source_file/source_row, problems).
+@dataclass(frozen=True)
+class RegisterReading:
+    """How register rows the contract leaves open are read (POLICY §1.14), from policies/ (flows/ingest.py)."""
 
-    problems (source_file, source_row, problem) lists every unreadable or invalid row; the
-    typed frame holds the rows without parse problems and is only meaningful if there are none.
+    retire_kind_when_empty: str = "normal"  # A-30: an empty retire_kind on a retired period
+
+
+def _employment_readings(typed: pl.DataFrame, reading: RegisterReading) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """POLICY §1.14: a retire_kind on an in-service period changes no computation — ignored, with a warning;
+    an empty retire_kind on a retired period is read as `reading.retire_kind_when_empty` (A-30), with a warning."""
+    in_service_kind = (pl.col("psn_type") == "11") & pl.col("retire_kind").is_not_null()
+    retired_empty = (pl.col("psn_type") == "12") & pl.col("retire_kind").is_null()
+    warnings = typed.filter(in_service_kind | retired_empty).select(
+        "source_file", "source_row",
+        pl.when(in_service_kind)
+        .then(pl.format("retire_kind {} on an in-service (11) period is ignored (POLICY §1.14)",
+                        show(pl.col("retire_kind"))))
+        .otherwise(pl.lit(f"empty retire_kind on a retired (12) period read as {reading.retire_kind_when_empty!r}"
+                          " (POLICY §1.14, A-30)"))
+        .alias("warning"))
+    typed = typed.with_columns(
+        pl.when(in_service_kind).then(None)
+        .when(retired_empty).then(pl.lit(reading.retire_kind_when_empty))
+        .otherwise(pl.col("retire_kind")).alias("retire_kind"))
+    return typed, warnings
+
+
+# Register → its readings (POLICY §1.14) applied to the typed rows before the model's checks. A register without
+# one (most, and any new register: its pandera model in schemas.inputs.REGISTER_MODELS is all it needs) has none.
+REGISTER_READINGS = {"employment": _employment_readings}
+
+
+def type_register(name: str, raw: pl.DataFrame, reading: RegisterReading | None = None
+                  ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """A register's text → (typed rows with source_file/source_row, rejects, warnings) — POLICY §1.14, DATA.md §3.
+
+    Generic over the register's pandera model (schemas.inputs.REGISTER_MODELS): a row whose field cannot be read
+    (MISSING_REQUIRED, BAD_CODE, BAD_VALUE) or that fails one of the model's checks (a duplicated key, a period
+    ending before it begins: BAD_VALUE, "fails <check>") is a reject (DATA.md §4 `rejects` columns, `setl_id`
+    empty) and the other rows are kept. warnings (source_file, source_row, warning): rows kept with a reading
+    (REGISTER_READINGS).
     """
     model = REGISTER_MODELS[name]
     specs = field_specs(model)
     w = _prepare(raw, specs)
     w, P = _parse(w, specs)
     w = _flag(w, P, REASON_ORDER)
-    bad_row = pl.any_horizontal([pl.col(FLAG + c) for c in REASON_ORDER])
-    problems = w.filter(bad_row).select(
-        "source_file", "source_row",
-        _any_messages([pl.when(pl.col(FLAG + c)).then(P.message(c)) for c in REASON_ORDER]).alias("problem"))
-    typed = w.filter(~bad_row).select([_t(s.name).alias(s.name) for s in specs] + list(SOURCE))
-    pandera_problems = _pandera_problems(typed, model)
-    return typed, pl.concat([problems, pandera_problems]).sort("source_file", "source_row", maintain_order=True)
+    typed, rejects = _split(raw, w, P, [_t(s.name).alias(s.name) for s in specs] + list(SOURCE), None)
+    warnings = pl.DataFrame(schema=WARNING_SCHEMA)
+    if name in REGISTER_READINGS:
+        typed, warnings = REGISTER_READINGS[name](typed, reading or RegisterReading())
+    problems = _pandera_problems(typed, model)
+    if problems.height:
+        problems = problems.group_by(list(SOURCE), maintain_order=True).agg(pl.col("problem").str.join("; "))
+        typed = typed.join(problems, on=list(SOURCE), how="anti", maintain_order="left")
+        warnings = warnings.join(problems, on=list(SOURCE), how="anti", maintain_order="left")
+        rejects = pl.concat([rejects, register_rejects(raw, problems, "BAD_VALUE")])
+    return typed, rejects.sort(list(SOURCE), maintain_order=True), warnings
+
+
+def register_rejects(raw: pl.DataFrame, problems: pl.DataFrame, code: str) -> pl.DataFrame:
+    """Problems (source_file, source_row, problem) of a register as `rejects` rows with the row as text."""
+    fields = [c for c in raw.columns if c not in SOURCE]
+    as_json = pl.struct(fields).struct.json_encode() if fields else pl.lit("{}")
+    rows = raw.select(*SOURCE, as_json.alias("raw"))
+    out = problems.join(rows, on=list(SOURCE), how="left", maintain_order="left").select(
+        "source_file", "source_row", pl.lit(None, pl.String).alias("setl_id"), pl.lit(code).alias("reason_code"),
+        pl.format("{}: {}", pl.lit(code), pl.col("problem")).alias("reason"), pl.col("raw").fill_null("{}"))
+    RejectModel.validate(out)
+    return out
 
 
 def _pandera_problems(typed: pl.DataFrame, model: type[pa.DataFrameModel]) -> pl.DataFrame:
@@ -682,8 +766,9 @@ REFERENCES = (
 )
 
 
-def register_reference_problems(registers: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
-    """Rows of registers naming a person that is not in persons, per register (problems frames)."""
+def unknown_person_rows(registers: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """Rows of registers naming a person that is not in persons (or whose persons row was rejected), per register:
+    problems frames (source_file, source_row, problem) — POLICY §1.14, such a person is unknown."""
     persons = registers["persons"].get_column("psn_no").implode()
     out: dict[str, list[pl.DataFrame]] = {}
     for name, col in REFERENCES:
@@ -694,7 +779,8 @@ def register_reference_problems(registers: dict[str, pl.DataFrame]) -> dict[str,
             "source_file", "source_row",
             pl.format("{} {} is not in the person register", pl.lit(col), show(pl.col(col))).alias("problem"))
         out.setdefault(name, []).append(bad)
-    return {k: pl.concat(v).sort("source_row") for k, v in out.items()}
+    return {k: pl.concat(v).unique(list(SOURCE), keep="first", maintain_order=True).sort("source_row")
+            for k, v in out.items()}
 
 
 def split_family_bindings(bindings: pl.DataFrame, persons: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
