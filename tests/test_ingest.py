@@ -249,6 +249,8 @@ REGISTER_SCHEMAS = {
     "family_bindings": {"authoriser_psn_no": pl.String, "user_psn_no": pl.String, "relation": pl.String,
                         "begndate": pl.Date, "enddate": pl.Date},
     "account_balances": {"psn_no": pl.String, "as_of": pl.Date, "balc": pl.Int64},
+    "opening_accumulators": {"psn_no": pl.String, "year": pl.Int32, "name": pl.String, "value": pl.Int64,
+                             "as_of": pl.Date},
 }
 
 

@@ -113,9 +113,10 @@ def test_opening_rows_that_break_the_contract_are_named_with_their_row():
         "as_of": ["2025-06-30", "2025-06-30", "2025-06-30", "2025-06-29", "2025-06-30", "2025-06-30"],
     }).with_columns(pl.lit("reference/opening_accumulators.csv").alias("source_file"),
                     pl.int_range(1, 7).cast(pl.Int64).alias("source_row"))
-    typed, problems = type_register("opening_accumulators", raw)
+    typed, rejects, _ = type_register("opening_accumulators", raw)
     assert typed.filter(pl.col("source_row") <= 2).select("name", "value").rows() == [
         ("hifp_paid", 123456), ("stay_ded_used:MD1", 90000)]  # 1,234.56 yuan = 123,456 fen
-    assert sorted(set(problems["source_row"].to_list())) == [3, 4, 5, 6]
-    text = " ".join(problems["problem"].to_list())
+    assert sorted(set(rejects["source_row"].to_list())) == [3, 4, 5, 6]
+    assert set(rejects["source_file"].to_list()) == {"reference/opening_accumulators.csv"}
+    text = " ".join(rejects["reason"].to_list())
     assert "bogus" in text and "last day of a month" in text
