@@ -302,7 +302,7 @@ def plant_supervision(out: Path, fmt: str, seed: int) -> dict:
             lines = store.fetch_fen(con, """
                 SELECT a.setl_id, a.mdtrt_id, a.psn_no, a.region, a.scheme, a.month, a.fixmedins_code, a.hosp_lv,
                   a.med_type, a.ledger, s.begndate, s.enddate, a.setl_time, s.dise_codg, a.orig_setl_id,
-                  a.medfee_sumamt, s.source_file, s.source_row
+                  a.medfee_sumamt, a.fund_pay_sumamt, s.source_file, s.source_row
                 FROM adjudicated a JOIN settlements s USING (setl_id) ORDER BY a.setl_time, a.setl_id""")
             natural = store.fetch_fen(con, "SELECT * FROM violations ORDER BY rule_id, finding_key")
             last = con.execute("SELECT max(month) FROM month_institutions").fetchall()[0][0]

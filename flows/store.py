@@ -146,10 +146,10 @@ def catalog_digest() -> str:
     """What the stored tables' definitions and the views depend on: TABLES, the views' SQL and the policies
     (the out-of-scope limits table)."""
     from flows.policies import load_policies
-    from flows.views import view_statements
+    from flows.views import supervision_view_statements, view_statements
     from flows.whatif_report import view_statements as whatif_view_statements
     h = hashlib.sha256(repr(sorted(TABLES.items())).encode())
-    for sql in [*view_statements(""), *whatif_view_statements("")]:
+    for sql in [*view_statements(""), *supervision_view_statements(""), *whatif_view_statements("")]:
         h.update(sql.encode())
     h.update(load_policies().digest.encode())
     return h.hexdigest()

@@ -159,7 +159,8 @@ def plant(lines: pl.DataFrame, institutions: pl.DataFrame, busy: set[str], seed:
         case("short_stay_high_cost", n["month"], [n["setl_id"]], b["psn_no"], b["fixmedins_code"])
 
     # outpatient: days with exactly one general-outpatient line of the person
-    op = live.filter((pl.col("med_type") == "11") & (pl.col("ledger") == "outpatient_pool"))
+    op = live.filter((pl.col("med_type") == "11") & (pl.col("ledger") == "outpatient_pool")
+                     & (pl.col("fund_pay_sumamt") > 0))
     day_lines = lines.filter(pl.col("ledger").is_in(["outpatient_pool", "two_disease", "chronic"])) \
         .group_by("psn_no", "begndate").len()
     op1 = op.join(day_lines.filter(pl.col("len") == 1), on=["psn_no", "begndate"]).drop("len")
