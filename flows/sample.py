@@ -223,6 +223,9 @@ def write_sample(out: Path, persons: int = 2000, year: int = 2025, months: int =
     planted = plant_supervision(out, fmt, seed) if supervision else {}
     if supervision:
         files.append("SUPERVISION.json")
+        for month, n in planted["lines_added"].items():  # the planted lines, appended to the hospital files
+            rows_per_month[month]["hospital"] = rows_per_month[month].get("hospital", 0) + n
+            settlement_rows += n
     reported_errors = fill_reported(out, fmt, seed, expected_findings=planted.get("cases")) if reported else {}
     if reported:
         files.append("REPORTED.json")
@@ -352,6 +355,7 @@ def plant_supervision(out: Path, fmt: str, seed: int) -> dict:
         _rewrite(out, fmt, target.relative_to(out).as_posix(), append)
     by_rule = {r: sum(c["rule_id"] == r.upper() for c in cases) for r in planted.RATES_BP}
     doc = {"rates_bp": planted.RATES_BP, "cases_by_rule": by_rule,
+           "lines_added": {mo: sum(m2 == mo for m2, _ in rows) for mo in sorted({mo for mo, _ in rows})},
            "chance_findings_taken_out": natural.select("rule_id", "month", "vola_evid").to_dicts(), "cases": cases}
     (out / "SUPERVISION.json").write_text(json.dumps(doc, ensure_ascii=False, indent=1, default=str) + "\n",
                                           encoding="utf-8")
