@@ -109,6 +109,13 @@ def _stays(lines: pl.DataFrame, ledgers: list[str]) -> pl.DataFrame:
                  pl.col("is_current").any(), pl.col("setl_time").max()))
 
 
+def _yuan(fen: pl.Expr) -> pl.Expr:
+    """Fen (a median may be a half fen: rounded) as yuan text for vola_cont, e.g. 1234.50."""
+    f = fen.round(0).cast(pl.Int64)
+    return pl.format("{}{}.{}", pl.when(f < 0).then(pl.lit("-")).otherwise(pl.lit("")), f.abs() // 100,
+                     (f.abs() % 100).cast(pl.String).str.zfill(2))
+
+
 def _days(a: str, b: str) -> pl.Expr:
     return (pl.col(a) - pl.col(b)).dt.total_days()
 
@@ -163,8 +170,8 @@ def duplicate_settlement(lines: pl.DataFrame, s: dict) -> pl.DataFrame:
               pl.col("is_current").any(), pl.col("hosp_lv").first(), pl.len().alias("n"))
          .filter((pl.col("n") >= 2) & pl.col("is_current")))
     return g.select("psn_no", "fixmedins_code", "hosp_lv", "vola_amt",
-                    pl.format("{} settlements of the same visit ({}–{}, total {} fen)", pl.col("n"), "begndate",
-                              "enddate", "medfee_sumamt").alias("vola_cont"), "evid")
+                    pl.format("{} settlements of the same visit ({}–{}, total {} yuan each)", pl.col("n"), "begndate",
+                              "enddate", _yuan(pl.col("medfee_sumamt"))).alias("vola_cont"), "evid")
 
 
 def overlapping_stays(lines: pl.DataFrame, s: dict) -> pl.DataFrame:
@@ -211,8 +218,8 @@ def short_stay_high_cost(lines: pl.DataFrame, s: dict) -> pl.DataFrame:
                     & _score_ok(pl.col("medfee_sumamt"), pl.col("__med"), pl.col("__mad"), s))
     return hit.select(
         "psn_no", "fixmedins_code", "hosp_lv", pl.col("fund_pay_sumamt").alias("vola_amt"),
-        pl.format("{}-day stay costing {} fen; level {} median {} fen, MAD {}, score {}", _days("enddate", "begndate"),
-                  "medfee_sumamt", "hosp_lv", pl.col("__med").round(1), pl.col("__mad").round(1),
+        pl.format("{}-day stay costing {} yuan; level {} median {}, MAD {}, score {}", _days("enddate", "begndate"),
+                  _yuan(pl.col("medfee_sumamt")), "hosp_lv", _yuan(pl.col("__med")), _yuan(pl.col("__mad")),
                   _score(pl.col("medfee_sumamt"), pl.col("__med"), pl.col("__mad"), s)).alias("vola_cont"), "evid")
 
 
