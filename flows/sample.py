@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -313,7 +314,7 @@ def plant_supervision(out: Path, fmt: str, seed: int) -> dict:
         finally:
             con.close()
     names = dict(inst.select("fixmedins_code", "fixmedins_name").iter_rows())
-    edits = planted.clean(lines, natural)
+    edits = planted.clean(lines, natural, inst)
     where = lines.filter(pl.col("setl_id").is_in(list(edits))).select("setl_id", "source_file")
     for (rel,), part in where.group_by("source_file"):
         ids = part["setl_id"].to_list()
@@ -382,9 +383,16 @@ def fill_reported(out: Path, fmt: str, seed: int, expected_findings: list[dict] 
             finally:
                 con.close()
             want = sorted((c["rule_id"], c["month"], c["vola_evid"]) for c in expected_findings)
-            if found != want:
-                raise RuntimeError(f"sample: the supervision rules find {sorted(set(found) - set(want))} beyond the "
-                                   f"planted cases and miss {sorted(set(want) - set(found))}")
+            if found != want:  # a chance pattern `clean` does not take out: listed, never hidden
+                doc = json.loads((out / "SUPERVISION.json").read_text(encoding="utf-8"))
+                doc["also_found"] = [dict(zip(("rule_id", "month", "vola_evid"), f, strict=True))
+                                     for f in sorted(set(found) - set(want))]
+                doc["missed"] = [dict(zip(("rule_id", "month", "vola_evid"), f, strict=True))
+                                 for f in sorted(set(want) - set(found))]
+                (out / "SUPERVISION.json").write_text(json.dumps(doc, ensure_ascii=False, indent=1, default=str)
+                                                      + "\n", encoding="utf-8")
+                warnings.warn(f"sample: the supervision rules find {len(doc['also_found'])} cases beyond the planted "
+                              f"ones and miss {len(doc['missed'])} (listed in SUPERVISION.json)", stacklevel=2)
     rep, errors = reported_amounts(pl.concat(adjudicated, how="diagonal_relaxed"), seed)
     where = pl.concat(accepted)
     rep = rep.join(where, on="setl_id")

@@ -4,8 +4,8 @@ can require the rules (transforms/supervision.py) to find exactly these cases an
 
 The generator draws each person's visits independently, so a few patterns occur by chance (two stays of one
 person overlapping at two hospitals, three clinics on one day). Those are first taken out by a minimal edit
-(`clean`): the later overlapping stay moves to the earlier stay's institution; a day's visits beyond the second
-institution move to the day's first institution. Then the patterns are planted (`plant`) on "quiet" persons
+(`clean`): the later overlapping stay moves to the earlier stay's institution; a readmission moves to another
+hospital of the city; a day's visits beyond the second institution move to the day's first institution. Then the patterns are planted (`plant`) on "quiet" persons
 (no other stay within 60 days, no other outpatient line that day, at most one case each):
 
 - split_admission: a copy of a one-line stay, readmitted 0–15 days after its discharge (drawn), same
@@ -37,9 +37,12 @@ RATES_BP = {"split_admission": 150, "duplicate_settlement": 30, "overlapping_sta
 QUIET_DAYS = 60
 
 
-def clean(lines: pl.DataFrame, violations: pl.DataFrame) -> dict[str, dict[str, str]]:
-    """setl_id → {column: new value} that take the chance findings out (module docstring)."""
+def clean(lines: pl.DataFrame, violations: pl.DataFrame, institutions: pl.DataFrame) -> dict[str, dict[str, str]]:
+    """setl_id → {column: new value} that take the chance findings out (module docstring). Chance findings of
+    the other rules are left: the sample's check lists them in SUPERVISION.json (`also_found`)."""
     edits: dict[str, dict[str, str]] = {}
+    hospitals = institutions.filter(pl.col("fixmedins_type") == "hospital").sort("fixmedins_code")
+    admdvs = dict(institutions.select("fixmedins_code", "admdvs").iter_rows())
     by_id = {r["setl_id"]: r for r in lines.iter_rows(named=True)}
     for v in violations.iter_rows(named=True):
         evid = [by_id[i] for i in v["vola_evid"].split(",") if i in by_id]
@@ -50,6 +53,14 @@ def clean(lines: pl.DataFrame, violations: pl.DataFrame) -> dict[str, dict[str, 
             for r in lines.filter(pl.col("mdtrt_id").is_in(list(moved)) & (pl.col("psn_no") == v["psn_no"])
                                   ).iter_rows(named=True):
                 edits.setdefault(r["setl_id"], {})["fixmedins_code"] = earlier[0]["fixmedins_code"]
+        elif v["rule_id"] == "SPLIT_ADMISSION":  # the readmission moves to another hospital of the city
+            readmission = max(evid, key=lambda e: (e["begndate"], e["setl_time"]))
+            city = hospitals.filter((pl.col("admdvs").str.slice(0, 4) == str(admdvs.get(v["fixmedins_code"]))[:4])
+                                    & (pl.col("fixmedins_code") != v["fixmedins_code"]))
+            if city.height:
+                for r in lines.filter((pl.col("mdtrt_id") == readmission["mdtrt_id"])
+                                      & (pl.col("psn_no") == v["psn_no"])).iter_rows(named=True):
+                    edits.setdefault(r["setl_id"], {})["fixmedins_code"] = city["fixmedins_code"][0]
         elif v["rule_id"] == "SAME_DAY_OUTPATIENT":
             evid.sort(key=lambda e: (e["setl_time"], e["setl_id"]))
             keep = list(dict.fromkeys(e["fixmedins_code"] for e in evid))[:2]
