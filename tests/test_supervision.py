@@ -203,3 +203,26 @@ def test_a_rule_switched_off_finds_nothing(pol):
     b = line(inst="H2", beg="2025-03-04", end="2025-03-10")
     assert run(pol, [a, b]).height == 1
     assert supervise(frame([a, b]), None, _Switched(pol, "overlapping_stays"), ON).height == 0
+
+
+# ---------------------------------------------------------------- the sample's cleaning of chance findings
+
+def test_chance_findings_are_taken_out_by_a_minimal_edit(pol):
+    from transforms.planted import clean
+
+    inst = pl.DataFrame({"fixmedins_code": ["H1", "H2", "H3", "H4"], "fixmedins_type": ["hospital"] * 4,
+                         "admdvs": ["421302"] * 4})
+    a = line(inst="H1", beg="2025-03-01", end="2025-03-05", setl="C1", mdtrt="M1")
+    b = line(inst="H2", beg="2025-03-04", end="2025-03-10", setl="C2", mdtrt="M2")
+    day = {"psn": "P2", "ledger": "outpatient_pool", "beg": "2025-03-12", "end": "2025-03-12"}
+    visits = [line(inst=f"H{k}", setl=f"V{k}", hour=7 + k, cost=1_000 * k, **day) for k in (1, 2, 3)]
+    lines = frame([a, b, *visits])
+    found = supervise(lines, None, pol, ON)
+    assert rules(found) == ["OVERLAPPING_STAYS", "SAME_DAY_OUTPATIENT"]
+    edits = clean(lines, found, inst)
+    # the later stay (C2 at H2) moves to the earlier stay's H1; the third clinic of the day (V3 at H3) to H1
+    assert edits == {"C2": {"fixmedins_code": "H1"}, "V3": {"fixmedins_code": "H1"}}
+    edited = lines.with_columns(pl.col("setl_id").replace_strict({k: v["fixmedins_code"] for k, v in edits.items()},
+                                                                 default=None).fill_null(pl.col("fixmedins_code"))
+                                .alias("fixmedins_code"))
+    assert supervise(edited, None, pol, ON).height == 0
