@@ -183,3 +183,12 @@ def test_cli_clearing_formats(loaded, tmp_path, fmt):
     r = _cli(["report", "clearing", "--month", "2025-03", "--format", fmt, "--out", str(out), "--db", str(loaded)])
     assert r.returncode == 0, r.stderr
     assert out.stat().st_size > 0
+
+
+def test_each_run_publishes_findings_and_clearing_artifacts(loaded):
+    from prefect.artifacts import Artifact
+    clearing = Artifact.get("yibao-month-clearing")
+    assert clearing is not None and "net_payable_amt" in str(clearing.data)
+    assert Artifact.get("yibao-month-supervision") is not None
+    summary = Artifact.get("yibao-month-summary")
+    assert "supervision findings" in str(summary.data) and "clearing:" in str(summary.data)
