@@ -37,7 +37,6 @@ LABELS = {
     "vola_evid": "违规证据(结算ID)", "evid_count": "证据笔数", "findings": "疑点数", "institutions": "机构数",
     "net_payable_total": "应付净额合计", "reported_total": "上报合计", "difference_total": "差额合计",
 }
-SEV_LABEL = {"1": "严重", "2": "一般", "3": "提示"}
 
 
 # ---------------------------------------------------------------- clearing statement

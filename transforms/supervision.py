@@ -121,8 +121,9 @@ def _days(a: str, b: str) -> pl.Expr:
 
 
 def _score_ok(value: pl.Expr, median: pl.Expr, mad: pl.Expr, s: dict) -> pl.Expr:
-    """The modified z-score mad_scale × (value − median) / MAD reaches min_score (MAD > 0). Compared as
-    mad_scale × (value − median) ≥ min_score × MAD, with the two parameters as exact decimals."""
+    """The modified z-score mad_scale × (value − median) / MAD reaches min_score (MAD > 0), compared as
+    mad_scale × (value − median) ≥ min_score × MAD in floating point: a score, not money (the amounts at stake
+    are fen); the parameters are written as decimal strings in the policy file."""
     scale, cut = Decimal(str(s["mad_scale"])), Decimal(str(s["min_score"]))
     return (mad > 0) & (float(scale) * (value - median) >= float(cut) * mad)
 
