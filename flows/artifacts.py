@@ -22,10 +22,17 @@ def month_figures(db: str, month: str) -> dict:
         violations = con.execute("SELECT count(*) FILTER (WHERE reason_codes LIKE '%OUT_OF_SCOPE_%' "
                                  "AND reason_codes NOT LIKE '%WITHIN_LIMIT%' AND reason_codes NOT LIKE '%NOT_CONTROLLED%'),"
                                  " coalesce(sum(hosp_part_amt), 0) FROM adjudicated WHERE month = ?", [month]).fetchone()
+        # issue 17: supervision findings by rule, and the clearing statement's net payable by institution
+        findings = con.execute("SELECT rule_id, any_value(rule_name), count(*), coalesce(sum(vola_amt), 0) "
+                               "FROM violations WHERE month = ? GROUP BY rule_id ORDER BY rule_id", [month]).fetchall()
+        clearing = con.execute("SELECT fixmedins_code, any_value(fixmedins_name), sum(net_payable_amt), "
+                               "sum(difference) FROM v_clearing WHERE month = ? GROUP BY fixmedins_code "
+                               "ORDER BY fixmedins_code", [month]).fetchall()
     finally:
         con.close()
     return {"lines": totals[0], "total": totals[1], "funds": dict(zip(FUNDS, totals[2:], strict=True)),
-            "rejects": rejects, "violations": violations[0], "excess_to_institutions": violations[1]}
+            "rejects": rejects, "violations": violations[0], "excess_to_institutions": violations[1],
+            "findings": findings, "clearing": clearing}
 
 
 def publish(db: str, month: str, run_id: str) -> dict:
@@ -44,5 +51,18 @@ def publish(db: str, month: str, run_id: str) -> dict:
         f"- out-of-scope violations: {f['violations']:,}; excess borne by institutions "
         f"{f['excess_to_institutions']:,.2f}",
     ])
+    md += "\n" + "\n".join([
+        f"- supervision findings: {sum(n for _, _, n, _ in f['findings']):,} ("
+        + ", ".join(f"{rid} {name} {n}, {amt:,.2f} at stake" for rid, name, n, amt in f["findings"]) + ")",
+        f"- clearing: {len(f['clearing'])} institutions, net payable "
+        f"{sum((c[2] or 0) for c in f['clearing']):,.2f} yuan",
+    ])
     create_markdown_artifact(md, key="yibao-month-summary", description=f"{month} summary")
+    create_table_artifact([{"month": month, "rule_id": rid, "rule_name": name, "findings": n, "vola_amt": str(amt)}
+                           for rid, name, n, amt in f["findings"]], key="yibao-month-supervision",
+                          description=f"{month}: supervision findings by rule (violations)")
+    create_table_artifact([{"month": month, "fixmedins_code": code, "fixmedins_name": name or "",
+                            "net_payable_amt": str(net), "difference": str(diff) if diff is not None else ""}
+                           for code, name, net, diff in f["clearing"]], key="yibao-month-clearing",
+                          description=f"{month}: clearing statement, net payable by institution (v_clearing)")
     return f

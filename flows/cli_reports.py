@@ -3,6 +3,8 @@
   yibao report fund-expenditure --year Y [--month M] --format csv|xlsx|parquet|html --out FILE [--db FILE]
   yibao audit out-of-scope [--year Y] [--month M] [--format table|csv|xlsx] [--out FILE] [--all] [--db FILE]
   yibao audit discrepancies [--year Y] [--month M] [--format table|csv|xlsx] [--out FILE] [--detail] [--db FILE]
+  yibao report clearing --month M [--institution CODE] --format csv|xlsx|html --out FILE [--db FILE]
+  yibao audit rules [--year Y] [--month M] [--format table|csv|xlsx] [--out FILE] [--db FILE]
   yibao explain PSN_NO [--year Y] [--db FILE]
 """
 
@@ -34,6 +36,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     fe.add_argument("--format", dest="fmt", choices=["csv", "xlsx", "parquet", "html"], required=True)
     fe.add_argument("--out", type=Path, required=True)
     _db_arg(fe)
+    cl = rsub.add_parser("clearing", help="the monthly clearing statement per institution (医保基金月度清算)")
+    cl.add_argument("--month", required=True, help="YYYY-MM")
+    cl.add_argument("--institution", default=None, help="fixmedins_code (default: every institution of the month)")
+    cl.add_argument("--format", dest="fmt", choices=["csv", "xlsx", "html"], required=True)
+    cl.add_argument("--out", type=Path, required=True)
+    _db_arg(cl)
 
     aud = sub.add_parser("audit", help="audits for auditors (read-only on the database)")
     asub = aud.add_subparsers(dest="what", required=True)
@@ -49,6 +57,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     dis.add_argument("--out", type=Path, default=None, help="file for csv (default stdout) or xlsx (required)")
     dis.add_argument("--detail", action="store_true", help="table/csv: every settlement × fund, not the summary")
     _db_arg(dis)
+    rules = asub.add_parser("rules", help="fund-supervision findings (violations): split admissions, duplicates, …")
+    _period_args(rules)
+    rules.add_argument("--format", dest="fmt", choices=["table", "csv", "xlsx"], default="table")
+    rules.add_argument("--out", type=Path, default=None, help="file for csv (default stdout) or xlsx (required)")
+    _db_arg(rules)
 
     ex = sub.add_parser("explain", help="one person's year: every line, every fund, every accumulator")
     ex.add_argument("psn_no")
@@ -75,6 +88,10 @@ def dispatch(args: argparse.Namespace) -> int:
             return _out_of_scope(reports, con, args)
         if args.cmd == "audit" and args.what == "discrepancies":
             return _discrepancies(reports, con, args)
+        if args.cmd == "report" and args.what == "clearing":
+            return _clearing(con, args)
+        if args.cmd == "audit" and args.what == "rules":
+            return _rules(reports, con, args)
         if args.cmd == "explain":
             print(reports.explain_person(con, args.psn_no, args.year))
             return 0
@@ -128,5 +145,35 @@ def _discrepancies(reports, con, args) -> int:
         print(summary, file=sys.stderr)
     else:
         reports.write_xlsx([t["summary"], t["institutions"], t["detail"]], args.out)
+        print(f"{summary}; written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _clearing(con, args) -> int:
+    from flows import supervision_reports as sr
+    c = sr.write_clearing(con, args.month, args.institution, args.fmt, args.out)
+    totals = sr.clearing_totals(c)
+    print(f"clearing statement {args.month}: {len(c.institutions)} institutions, net payable "
+          f"{sr.yuan(sum(totals.values()))} yuan (" + ", ".join(f"{f} {sr.yuan(v)}" for f, v in totals.items())
+          + f"); written to {args.out} ({args.fmt})", file=sys.stderr)
+    return 0
+
+
+def _rules(reports, con, args) -> int:
+    from flows import supervision_reports as sr
+    _need_out(args)
+    t = sr.rules_audit(con, args.year, args.month)
+    summary = sr.rules_summary(t)
+    if args.fmt == "table":
+        print(summary)
+        reports.print_table(t["by_month"])
+        reports.print_table(t["by_institution"], limit=30)
+        reports.print_table(reports.narrow(t["findings"], ["month", "rule_id", "sev_deg", "vola_amt", "psn_no",
+                                                           "psn_name_masked", "fixmedins_code", "vola_evid"]), limit=50)
+    elif args.fmt == "csv":
+        reports.write_csv(t["findings"], args.out)
+        print(summary, file=sys.stderr)
+    else:
+        reports.write_xlsx([t["by_month"], t["by_institution"], t["findings"]], args.out)
         print(f"{summary}; written to {args.out}", file=sys.stderr)
     return 0

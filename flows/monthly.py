@@ -454,8 +454,10 @@ def _finish_adjudication(stage_p: Path, db: str, month: str, result: Adjudicatio
     if not _contributions_unchanged(stage_p, db, month):  # §3.1, §4.1
         contributions(regs, policies, int(month[:4])).write_parquet(stage_p / "contributions.parquet")
     _maternity(stage_p, regs, policies)
+    findings = _supervision(stage_p, db, month, result.adjudicated, regs, policies)
     (stage_p / "adjudicate.json").write_text(json.dumps({"assumptions": result.assumptions,
-                                                         "lines": result.adjudicated.height}))
+                                                         "lines": result.adjudicated.height,
+                                                         "supervision_findings": findings}))
 
 
 def _contributions_unchanged(stage_p: Path, db: str, month: str) -> bool:
@@ -510,6 +512,41 @@ def _applications(stage_p: Path, db: str, month: str, adjudicated: pl.DataFrame,
     out.write_parquet(stage_p / "assistance_applications.parquet")
 
 
+def institution_names(regs: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """The institutions register as the run staged it (reg_institutions): code, name, type, level, county — the
+    names and levels the clearing statement and the findings show (store table month_institutions). The one
+    place that reads them: when the store gains its own `institutions` table, read it here."""
+    cols = {"fixmedins_code": pl.String, "fixmedins_name": pl.String, "fixmedins_type": pl.String,
+            "dedc_hosp_lv": pl.String, "admdvs": pl.String}
+    inst = regs.get("institutions")
+    if inst is None or inst.height == 0:
+        return pl.DataFrame(schema=cols)
+    return inst.select([(pl.col(c).cast(t) if c in inst.columns else pl.lit(None, t).alias(c)) for c, t in cols.items()])
+
+
+def _supervision(stage_p: Path, db: str, month: str, adjudicated: pl.DataFrame, regs: dict, policies) -> dict:
+    """Fund-supervision findings of the month (transforms/supervision.py, issue 17) over the month's lines and the
+    earlier lines they look back at; returns the count of findings per rule (the run record)."""
+    from transforms.supervision import LINE_COLUMNS, history_since, supervise
+    names = institution_names(regs)
+    names.write_parquet(stage_p / "month_institutions.parquet")
+    accepted = pl.read_parquet(stage_p / "accepted.parquet", columns=["setl_id", "begndate", "enddate", "dise_codg"])
+    lines = adjudicated.join(accepted, on="setl_id", how="left").select(LINE_COLUMNS)
+    _, last_day = _month_days(month)
+    since = history_since(lines, policies, last_day)
+    history = None
+    if since is not None:
+        con = store.connect(db)
+        try:
+            history = store.supervision_history(con, month, lines["psn_no"].unique().to_list(), since)
+        finally:
+            con.close()
+    found = supervise(lines, history, policies, last_day).join(
+        names.select("fixmedins_code", "fixmedins_name"), on="fixmedins_code", how="left")
+    found.write_parquet(stage_p / "violations.parquet")
+    return {k: n for k, n in found.group_by("rule_id").len().sort("rule_id").iter_rows()}
+
+
 def _maternity(stage_p: Path, regs: dict, policies) -> None:
     """Maternity allowance days and flexible workers' subsidies of the month's events (POLICY §4.6)."""
     events = pl.read_parquet(stage_p / "maternity_events.parquet")
@@ -536,6 +573,8 @@ def persist(stage: str, db: str, month: str, run_id: str) -> str:
         "account_month_end": pl.read_parquet(stage_p / "account_month_end.parquet"),
         "maternity_benefits": pl.read_parquet(stage_p / "maternity_benefits.parquet"),
         "register_rejects": pl.read_parquet(stage_p / "register_rejects.parquet"),
+        "violations": pl.read_parquet(stage_p / "violations.parquet"),
+        "month_institutions": pl.read_parquet(stage_p / "month_institutions.parquet"),
     }
     if (stage_p / "contributions.parquet").exists():  # absent when the stored year is unchanged
         frames["contributions"] = pl.read_parquet(stage_p / "contributions.parquet")
@@ -543,7 +582,8 @@ def persist(stage: str, db: str, month: str, run_id: str) -> str:
         frames["opening_accumulators"] = pl.read_parquet(stage_p / "opening_accumulators.parquet")
     record = json.loads((stage_p / "ingest.json").read_text())
     adj = json.loads((stage_p / "adjudicate.json").read_text())
-    record.update(assumptions=adj["assumptions"], lines_adjudicated=adj["lines"])
+    record.update(assumptions=adj["assumptions"], lines_adjudicated=adj["lines"],
+                  supervision_findings=adj.get("supervision_findings", {}))
     con = store.connect(db)
     try:
         store.write_month(con, run_id, month, frames, record)

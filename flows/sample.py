@@ -8,8 +8,12 @@ Same arguments → byte-identical files.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -120,17 +124,21 @@ def _clean(out: Path) -> None:
                     d.rmdir()
     (out / "INJECTED.json").unlink(missing_ok=True)
     (out / "REPORTED.json").unlink(missing_ok=True)
+    (out / "SUPERVISION.json").unlink(missing_ok=True)
 
 
 def write_sample(out: Path, persons: int = 2000, year: int = 2025, months: int = 12, seed: int = 20250101,
                  fmt: str = "mixed", invalid_rate: float = 0.0, chunk_persons: int = 200_000,
-                 reported: bool = False) -> dict:
+                 reported: bool = False, supervision: bool | None = None) -> dict:
     """Write registers and monthly settlement files for `persons` synthetic insured persons.
 
     fmt: "csv" (UTF-8), "parquet", or "mixed" (some CSV in UTF-8, one with BOM, some in GB18030, some Parquet).
     invalid_rate: fraction of settlement rows replaced by invalid rows, cycling through every reject reason;
     their positions are written to `out/INJECTED.json`. reported: fill the institution-reported amounts
-    (`fill_reported`; a second pass through the pipeline). Returns a summary (files, rows per month, injected)."""
+    (`fill_reported`; a second pass through the pipeline). supervision: take chance supervision findings out and
+    plant each pattern at a known rate (`plant_supervision`, another pass; listed in `out/SUPERVISION.json`);
+    default: with the reported amounts (whose pass then checks that the rules find exactly the planted cases).
+    Returns a summary (files, rows per month, injected)."""
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, not {fmt!r}")
     if not 0.0 <= invalid_rate < 1.0:
@@ -212,7 +220,14 @@ def write_sample(out: Path, persons: int = 2000, year: int = 2025, months: int =
         (out / "INJECTED.json").write_text(json.dumps(injected, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         files.append("INJECTED.json")
     settlement_rows = sum(v.get("hospital", 0) + v.get("pharmacy", 0) for v in rows_per_month.values())
-    reported_errors = fill_reported(out, fmt, seed) if reported else {}
+    supervision = reported if supervision is None else supervision
+    planted = plant_supervision(out, fmt, seed) if supervision else {}
+    if supervision:
+        files.append("SUPERVISION.json")
+        for month, n in planted["lines_added"].items():  # the planted lines, appended to the hospital files
+            rows_per_month[month]["hospital"] = rows_per_month[month].get("hospital", 0) + n
+            settlement_rows += n
+    reported_errors = fill_reported(out, fmt, seed, expected_findings=planted.get("cases")) if reported else {}
     if reported:
         files.append("REPORTED.json")
     return {
@@ -229,22 +244,18 @@ def write_sample(out: Path, persons: int = 2000, year: int = 2025, months: int =
         "settlement_rows": settlement_rows,
         "invalid_injected": {r: n for r, n in total.items() if n} if invalid_rate > 0 else {},
         "reported_errors": reported_errors,
+        "supervision_cases": planted.get("cases_by_rule", {}),
         "bytes": sum((out / f).stat().st_size for f in files),
     }
 
 
-def fill_reported(out: Path, fmt: str, seed: int) -> dict[str, int]:
-    """The institutions' real-time amounts (DATA.md §2 `hifp_pay` … `psn_cash_pay`), mostly right.
-
-    The written folder goes through the real monthly steps (flows.monthly task functions, no Prefect) into a
-    throw-away database; `transforms.reported` turns the adjudicated lines into what the institutions report,
-    with a few known errors; the settlement files are rewritten with those columns filled (same format and
-    encoding) and every wrong (line, fund) is listed in `out/REPORTED.json`. Returns lines wrong per kind."""
+@contextmanager
+def _throwaway_run(out: Path) -> Iterator[tuple[str, list[pl.DataFrame], list[pl.DataFrame]]]:
+    """The written folder through the real monthly steps (flows.monthly task functions, no Prefect) into a
+    throw-away database: (database, adjudicated frames, accepted frames (setl_id, source file and row))."""
     import tempfile
 
     from flows import monthly, store
-    from flows.ingest import RESERVED, read_table
-    from transforms.reported import reported_amounts
 
     months = sorted(d.name for d in out.iterdir() if d.is_dir() and re.fullmatch(r"\d{4}-\d{2}", d.name))
     adjudicated, accepted = [], []
@@ -264,6 +275,124 @@ def fill_reported(out: Path, fmt: str, seed: int) -> dict[str, int]:
             monthly.persist.fn(str(stage), db, month, run_id)
             adjudicated.append(pl.read_parquet(stage / "adjudicated.parquet"))
             accepted.append(pl.read_parquet(stage / "accepted.parquet", columns=["setl_id", "source_file", "source_row"]))
+        yield db, adjudicated, accepted
+
+
+def _rewrite(out: Path, fmt: str, rel: str, change) -> None:
+    """Read one settlement file as text, change it (a function of the text frame), write it back in its format."""
+    path = out / rel
+    name, month = path.stem.split("_part")[0], int(path.parent.name[5:])
+    from flows.ingest import RESERVED, read_table
+    text = change(read_table(path, out))
+    _write_whole(path, file_format(fmt, name, month)[1], text.drop(*[c for c in RESERVED if c in text.columns]),
+                 syn.SETTLEMENT_KINDS)
+
+
+def _yuan_times(text: pl.Expr, k: int) -> pl.Expr:
+    fen = (text.cast(pl.Decimal(18, 2)) * 100).cast(pl.Int64)
+    return syn.fen_text(fen * k)
+
+
+def plant_supervision(out: Path, fmt: str, seed: int) -> dict:
+    """Supervision patterns at a known rate (transforms/planted.py): the chance findings of the written folder
+    taken out by a minimal edit, then each pattern planted; every case listed in `out/SUPERVISION.json`."""
+    from flows import store
+    from flows.ingest import read_table
+    from transforms import planted
+
+    with _throwaway_run(out) as (db, _, _):
+        con = store.connect(db, read_only=True)
+        try:
+            lines = store.fetch_fen(con, """
+                SELECT a.setl_id, a.mdtrt_id, a.psn_no, a.region, a.scheme, a.month, a.fixmedins_code, a.hosp_lv,
+                  a.med_type, a.ledger, s.begndate, s.enddate, a.setl_time, s.dise_codg, a.orig_setl_id,
+                  a.medfee_sumamt, a.fund_pay_sumamt, s.source_file, s.source_row
+                FROM adjudicated a JOIN settlements s USING (setl_id) ORDER BY a.setl_time, a.setl_id""")
+            natural = store.fetch_fen(con, "SELECT * FROM violations ORDER BY rule_id, finding_key")
+            last = con.execute("SELECT max(month) FROM month_institutions").fetchall()[0][0]
+            inst = store.fetch_fen(con, "SELECT * FROM month_institutions WHERE month = ?", [last])
+        finally:
+            con.close()
+    names = dict(inst.select("fixmedins_code", "fixmedins_name").iter_rows())
+    edits = planted.clean(lines, natural, inst)
+    where = lines.filter(pl.col("setl_id").is_in(list(edits))).select("setl_id", "source_file")
+    for (rel,), part in where.group_by("source_file"):
+        ids = part["setl_id"].to_list()
+        new_code = pl.col("setl_id").replace_strict({i: edits[i]["fixmedins_code"] for i in ids}, default=None)
+
+        def change(t: pl.DataFrame, new_code=new_code) -> pl.DataFrame:
+            t = t.with_columns(pl.coalesce(new_code, "fixmedins_code").alias("fixmedins_code"))
+            if "fixmedins_name" in t.columns:
+                t = t.with_columns(pl.col("fixmedins_code").replace_strict(names, default=None)
+                                   .fill_null(pl.col("fixmedins_name")).alias("fixmedins_name"))
+            return t
+        _rewrite(out, fmt, rel, change)
+    months = sorted(d.name for d in out.iterdir() if d.is_dir() and re.fullmatch(r"\d{4}-\d{2}", d.name))
+    y, m = int(months[-1][:4]), int(months[-1][5:])
+    last_day = dt.date(y + (m == 12), m % 12 + 1, 1) - dt.timedelta(days=1)
+    new, cases = planted.plant(lines, inst, set(natural["psn_no"].drop_nulls().to_list()), seed, last_day)
+    base_rel = dict(lines.select("setl_id", "source_file").iter_rows())
+    texts: dict[str, pl.DataFrame] = {}
+    rows = []
+    for n in new:
+        rel = base_rel[n["base"]]
+        if rel not in texts:
+            texts[rel] = read_table(out / rel, out)
+        row = texts[rel].filter(pl.col("setl_id").str.strip_chars() == n["base"])
+        row = row.with_columns([pl.lit(v).alias(c) for c, v in n["set"].items()]
+                               + [pl.lit(None, pl.String).alias(c) for c in syn.REPORTED_COLUMNS])
+        if n["scale"] != 1:
+            row = row.with_columns([_yuan_times(pl.col(c), n["scale"]).alias(c) for c in syn.MONEY_COLUMNS[:5]])
+        if "fixmedins_name" in row.columns:
+            row = row.with_columns(pl.lit(names.get(n["set"].get("fixmedins_code"))).fill_null(
+                pl.col("fixmedins_name")).alias("fixmedins_name"))
+        rows.append((n["month"], row))
+    for month in sorted({mo for mo, _ in rows}):
+        target = sorted((out / month).glob("hospital_settlements*"))[0]
+        add = pl.concat([r for mo, r in rows if mo == month], how="diagonal_relaxed")
+
+        def append(t: pl.DataFrame, add=add) -> pl.DataFrame:
+            return pl.concat([t, add.select(t.columns)], how="vertical_relaxed")
+        _rewrite(out, fmt, target.relative_to(out).as_posix(), append)
+    by_rule = {r: sum(c["rule_id"] == r.upper() for c in cases) for r in planted.RATES_BP}
+    doc = {"rates_bp": planted.RATES_BP, "cases_by_rule": by_rule,
+           "lines_added": {mo: sum(m2 == mo for m2, _ in rows) for mo in sorted({mo for mo, _ in rows})},
+           "chance_findings_taken_out": natural.select("rule_id", "month", "vola_evid").to_dicts(), "cases": cases}
+    (out / "SUPERVISION.json").write_text(json.dumps(doc, ensure_ascii=False, indent=1, default=str) + "\n",
+                                          encoding="utf-8")
+    return doc
+
+
+def fill_reported(out: Path, fmt: str, seed: int, expected_findings: list[dict] | None = None) -> dict[str, int]:
+    """The institutions' real-time amounts (DATA.md §2 `hifp_pay` … `psn_cash_pay`), mostly right.
+
+    The written folder goes through the real monthly steps (`_throwaway_run`) into a throw-away database;
+    `transforms.reported` turns the adjudicated lines into what the institutions report, with a few known
+    errors; the settlement files are rewritten with those columns filled (same format and encoding) and every
+    wrong (line, fund) is listed in `out/REPORTED.json`. Returns lines wrong per kind. expected_findings: the
+    planted supervision cases (plant_supervision); the pass checks that the rules find exactly those."""
+    from flows import store
+    from flows.ingest import RESERVED, read_table
+    from transforms.reported import reported_amounts
+
+    with _throwaway_run(out) as (db, adjudicated, accepted):
+        if expected_findings is not None:
+            con = store.connect(db, read_only=True)
+            try:
+                found = con.execute("SELECT rule_id, month, vola_evid FROM violations ORDER BY ALL").fetchall()
+            finally:
+                con.close()
+            want = sorted((c["rule_id"], c["month"], c["vola_evid"]) for c in expected_findings)
+            if found != want:  # a chance pattern `clean` does not take out: listed, never hidden
+                doc = json.loads((out / "SUPERVISION.json").read_text(encoding="utf-8"))
+                doc["also_found"] = [dict(zip(("rule_id", "month", "vola_evid"), f, strict=True))
+                                     for f in sorted(set(found) - set(want))]
+                doc["missed"] = [dict(zip(("rule_id", "month", "vola_evid"), f, strict=True))
+                                 for f in sorted(set(want) - set(found))]
+                (out / "SUPERVISION.json").write_text(json.dumps(doc, ensure_ascii=False, indent=1, default=str)
+                                                      + "\n", encoding="utf-8")
+                warnings.warn(f"sample: the supervision rules find {len(doc['also_found'])} cases beyond the planted "
+                              f"ones and miss {len(doc['missed'])} (listed in SUPERVISION.json)", stacklevel=2)
     rep, errors = reported_amounts(pl.concat(adjudicated, how="diagonal_relaxed"), seed)
     where = pl.concat(accepted)
     rep = rep.join(where, on="setl_id")

@@ -39,7 +39,7 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         input_dir VARCHAR, input_files VARCHAR, rows_in BIGINT, rows_accepted BIGINT, rows_rejected BIGINT,
         code_version VARCHAR, policy_version VARCHAR, assumptions VARCHAR, error VARCHAR, lines_adjudicated BIGINT,
         triggered_by VARCHAR, prev_run_id VARCHAR, matches_run_id VARCHAR, warnings BIGINT, warnings_detail VARCHAR,
-        register_rows_rejected BIGINT"""),
+        register_rows_rejected BIGINT, supervision_findings VARCHAR"""),
     "settlements": _cols("""run_id VARCHAR, month VARCHAR, source_file VARCHAR, source_row BIGINT,
         setl_id VARCHAR, mdtrt_id VARCHAR, psn_no VARCHAR, insutype VARCHAR, med_type VARCHAR, fixmedins_code VARCHAR,
         begndate DATE, enddate DATE, setl_time TIMESTAMP, dise_codg VARCHAR, dise_cert_code VARCHAR,
@@ -79,6 +79,16 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         psn_no VARCHAR, event_date DATE, kind VARCHAR, babies INTEGER, gestation_months INTEGER, delivery_cost MONEY,
         spouse_employee BOOLEAN, allowance_days INTEGER, flexible BOOLEAN, subsidy_cap MONEY, subsidy_amt MONEY,
         reason VARCHAR"""),
+    # Supervision findings (issue 17, transforms/supervision.py): one row per finding, in the month of its latest
+    # evidence line; vola_evid = the evidence's setl_ids, comma-separated, sorted
+    "violations": _cols("""run_id VARCHAR, month VARCHAR, rule_id VARCHAR, rule_name VARCHAR, rule_name_en VARCHAR,
+        sev_deg VARCHAR, vola_amt MONEY, vola_bhvr_type VARCHAR, vola_cont VARCHAR, vola_evid VARCHAR,
+        evid_count BIGINT, psn_no VARCHAR, fixmedins_code VARCHAR, fixmedins_name VARCHAR, hosp_lv VARCHAR,
+        region VARCHAR, scheme VARCHAR, finding_key VARCHAR"""),
+    # The institutions register as of the month's run (names and levels for the clearing statement and the
+    # findings): flows/monthly.py institution_names
+    "month_institutions": _cols("""run_id VARCHAR, month VARCHAR, fixmedins_code VARCHAR, fixmedins_name VARCHAR,
+        fixmedins_type VARCHAR, dedc_hosp_lv VARCHAR, admdvs VARCHAR"""),
 }
 
 # What-if scenarios (issue 8, flows/whatif.py): a scenario's results sit beside the baseline's, keyed by the
@@ -103,7 +113,7 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
 
 
 MONTH_TABLES = ("settlements", "rejects", "adjudicated", "accumulators", "assistance_applications", "account_ledger",
-                "account_month_end", "maternity_benefits")
+                "account_month_end", "maternity_benefits", "violations", "month_institutions")
 
 
 DUCKDB_MEMORY = "2GB"
@@ -138,10 +148,10 @@ def catalog_digest() -> str:
     """What the stored tables' definitions and the views depend on: TABLES, the views' SQL and the policies
     (the out-of-scope limits table)."""
     from flows.policies import load_policies
-    from flows.views import view_statements
+    from flows.views import supervision_view_statements, view_statements
     from flows.whatif_report import view_statements as whatif_view_statements
     h = hashlib.sha256(repr(sorted(TABLES.items())).encode())
-    for sql in [*view_statements(""), *whatif_view_statements("")]:
+    for sql in [*view_statements(""), *supervision_view_statements(""), *whatif_view_statements("")]:
         h.update(sql.encode())
     h.update(load_policies().digest.encode())
     return h.hexdigest()
@@ -322,8 +332,9 @@ def write_month(con: duckdb.DuckDBPyConnection, run_id: str, month: str, frames:
             os._exit(70)
         counts = run_counts(record)
         con.execute(f"UPDATE runs SET status='succeeded', finished_at=now(), assumptions=?, lines_adjudicated=?, "
-                    f"{', '.join(f'{k}=?' for k in counts)} WHERE run_id=?",
-                    [json.dumps(record["assumptions"]), record["lines_adjudicated"], *counts.values(), run_id])
+                    f"supervision_findings=?, {', '.join(f'{k}=?' for k in counts)} WHERE run_id=?",
+                    [json.dumps(record["assumptions"]), record["lines_adjudicated"],
+                     json.dumps(record.get("supervision_findings", {}), ensure_ascii=False), *counts.values(), run_id])
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -455,6 +466,22 @@ def adjudicated_of_persons(con: duckdb.DuckDBPyConnection, psn_nos: list[str], b
     try:
         return fetch_fen(con, "SELECT a.* EXCLUDE (run_id) FROM adjudicated a JOIN __p USING (psn_no) WHERE a.month < ?",
                          [before_month])
+    finally:
+        con.unregister("__p")
+
+
+def supervision_history(con: duckdb.DuckDBPyConnection, month: str, persons: list[str], since: dt.date
+                        ) -> pl.DataFrame:
+    """Earlier months' lines of these persons that end on or after `since` (transforms/supervision.py LINE_COLUMNS:
+    the settlement's dates and diagnosis with its adjudicated region, scheme, ledger and fund payment)."""
+    con.register("__p", pl.DataFrame({"psn_no": persons}, schema={"psn_no": pl.String}))
+    try:
+        return fetch_fen(con, """
+            SELECT a.setl_id, a.mdtrt_id, a.psn_no, a.region, a.scheme, a.month, a.fixmedins_code, a.hosp_lv,
+              a.med_type, a.ledger, s.begndate, s.enddate, a.setl_time, s.dise_codg, a.orig_setl_id,
+              a.medfee_sumamt, a.fulamt_ownpay_amt, a.overlmt_selfpay, a.cls_a_amt, a.cls_b_amt, a.fund_pay_sumamt
+            FROM adjudicated a JOIN __p USING (psn_no) JOIN settlements s ON s.setl_id = a.setl_id AND s.month = a.month
+            WHERE a.month < ? AND (s.enddate >= ? OR a.orig_setl_id IS NOT NULL)""", [month, since])
     finally:
         con.unregister("__p")
 

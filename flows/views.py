@@ -46,6 +46,18 @@ PERSONS_COLUMNS: dict[str, str] = {
 }
 PERSONS_DDL = "CREATE {temp}TABLE IF NOT EXISTS persons ({cols})"
 
+# The clearing statement's payers (issue 17): (column, label, reported column it is compared with or None, paid to
+# the institution by the bureau). The platform's maf_pay is all medical assistance: on the maf_pay row it is
+# compared with maf_pay + maf_tilt_pay (compared_amt); the tilt row carries no reported amount. The institution's
+# share (POLICY §3.10 excess) is borne by the institution: paid by nobody, net payable 0.
+CLEARING_FUNDS: list[tuple[str, str, str | None, bool]] = [
+    ("hifp_pay", "统筹基金", "hifp_pay", True), ("hifmi_pay", "大病保险", "hifmi_pay", True),
+    ("maf_pay", "医疗救助(基本)", "maf_pay", True), ("maf_tilt_pay", "医疗救助(倾斜)", None, True),
+    ("acct_pay", "个人账户", "acct_pay", True), ("acct_mulaid_pay", "家庭共济账户", "acct_mulaid_pay", True),
+    ("hosp_part_amt", "医疗机构承担", None, False),
+]
+LINE_KIND_LABEL = {"this_month": "本月结算", "reversal_of_earlier": "冲销以前月份"}
+
 VIEWS = ("v_out_of_scope_stays", "v_out_of_scope_by_institution", "v_discrepancies", "v_reported_vs_adjudicated",
          "v_fund_lines", "v_fund_expenditure", "v_in_county_inpatient_ratio")
 
@@ -102,6 +114,9 @@ def create_views(con: duckdb.DuckDBPyConnection, temporary: bool = False, polici
                          "AND column_name = 'oos_limit_bp'").fetchall()[0][0] > 0
     for sql in view_statements(temp, stored_limit=stored):
         con.execute(sql)
+    if _table_exists(con, "violations") and _table_exists(con, "month_institutions"):  # issue 17
+        for sql in supervision_view_statements(temp):
+            con.execute(sql)
     if _table_exists(con, "whatif_scenarios"):  # what-if comparison (flows/whatif_report.py, issue 8)
         from flows.whatif_report import view_statements as whatif_view_statements
         for sql in whatif_view_statements(temp):
@@ -227,3 +242,56 @@ WHERE region = 'suizhou' AND scheme = 'resident' AND in_county AND ledger IN ({s
 GROUP BY month
 """
     return [stays, by_inst, disc, wide, lines, expenditure, ratio]
+
+
+def supervision_view_statements(temp: str = "") -> list[str]:
+    """Issue 17 marts over stored columns (never a rule recomputed): the clearing statement `v_clearing`
+    (institution × month × line kind × payer) and the findings by institution and by month."""
+    parts = []
+    for col, label, rep, payable in CLEARING_FUNDS:
+        compared = "(maf_pay + maf_tilt_pay)" if col == "maf_pay" else col
+        reported = f"r_{rep}" if rep else "CAST(NULL AS DECIMAL(18,2))"
+        parts.append(
+            f"SELECT month, fixmedins_code, line_kind, settlements, persons, medfee_sumamt, '{col}' AS fund, "
+            f"'{label}' AS fund_label, CAST({col} AS DECIMAL(18,2)) AS adjudicated_amt, "
+            f"CAST({reported} AS DECIMAL(18,2)) AS reported_amt, "
+            f"CAST({compared if rep else 'NULL'} AS DECIMAL(18,2)) AS compared_amt, "
+            f"CAST({reported} - {compared} AS DECIMAL(18,2)) AS difference, "
+            f"CAST({col if payable else '0'} AS DECIMAL(18,2)) AS net_payable_amt FROM g")
+    funds = ", ".join(f"sum(a.{c}) AS {c}" for c, *_ in CLEARING_FUNDS)
+    reps = ", ".join(f"sum(s.{r}) AS r_{r}" for _, _, r, _ in CLEARING_FUNDS if r)
+    union = "\nUNION ALL\n".join(parts)
+    clearing = f"""
+CREATE OR REPLACE {temp}VIEW v_clearing AS
+WITH l AS (
+  SELECT a.*, CASE WHEN a.orig_setl_id IS NOT NULL AND o.month < a.month THEN 'reversal_of_earlier'
+                   ELSE 'this_month' END AS line_kind
+  FROM adjudicated a LEFT JOIN (SELECT setl_id, month FROM adjudicated) o ON o.setl_id = a.orig_setl_id
+), g AS (
+  SELECT a.month, a.fixmedins_code, a.line_kind, count(*) AS settlements, count(DISTINCT a.psn_no) AS persons,
+    sum(a.medfee_sumamt) AS medfee_sumamt, {funds}, {reps}
+  FROM l a LEFT JOIN settlements s ON s.setl_id = a.setl_id AND s.month = a.month
+  GROUP BY ALL
+), u AS (
+{union}
+)
+SELECT u.month, u.fixmedins_code, i.fixmedins_name, i.dedc_hosp_lv AS hosp_lv, u.line_kind, u.settlements, u.persons,
+  CAST(u.medfee_sumamt AS DECIMAL(18,2)) AS medfee_sumamt, u.fund, u.fund_label, u.adjudicated_amt, u.reported_amt,
+  u.compared_amt, u.difference, u.net_payable_amt
+FROM u LEFT JOIN month_institutions i ON i.fixmedins_code = u.fixmedins_code AND i.month = u.month
+"""
+    by_inst = f"""
+CREATE OR REPLACE {temp}VIEW v_violations_by_institution AS
+SELECT month, fixmedins_code, any_value(fixmedins_name) AS fixmedins_name, any_value(hosp_lv) AS hosp_lv, rule_id,
+  any_value(rule_name) AS rule_name, any_value(sev_deg) AS sev_deg, count(*) AS findings,
+  count(DISTINCT psn_no) AS persons, CAST(sum(vola_amt) AS DECIMAL(18,2)) AS vola_amt
+FROM violations GROUP BY month, fixmedins_code, rule_id
+"""
+    by_month = f"""
+CREATE OR REPLACE {temp}VIEW v_violations_by_month AS
+SELECT month, rule_id, any_value(rule_name) AS rule_name, any_value(rule_name_en) AS rule_name_en,
+  any_value(sev_deg) AS sev_deg, count(*) AS findings, count(DISTINCT psn_no) AS persons,
+  count(DISTINCT fixmedins_code) AS institutions, CAST(sum(vola_amt) AS DECIMAL(18,2)) AS vola_amt
+FROM violations GROUP BY month, rule_id
+"""
+    return [clearing, by_inst, by_month]

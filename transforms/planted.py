@@ -1,0 +1,216 @@
+"""Supervision patterns planted in the synthetic sample (issue 17), like the reported-amount errors of
+transforms/reported.py: each pattern at a known rate, deterministic for a seed, every case listed so that a test
+can require the rules (transforms/supervision.py) to find exactly these cases and nothing else.
+
+The generator draws each person's visits independently, so a few patterns occur by chance (two stays of one
+person overlapping at two hospitals, three clinics on one day). Those are first taken out by a minimal edit
+(`clean`): the later overlapping stay moves to the earlier stay's institution; a readmission moves to another
+hospital of the city; a day's visits beyond the second institution move to the day's first institution. Then the patterns are planted (`plant`) on "quiet" persons
+(no other stay within 60 days, no other outpatient line that day, at most one case each):
+
+- split_admission: a copy of a one-line stay, readmitted 0–15 days after its discharge (drawn), same
+  institution and diagnosis, 3 days long;
+- duplicate_settlement: a general-outpatient line settled again a minute later under a new setl_id;
+- overlapping_stays: a copy of a stay of 2+ days at another hospital of the same city, admitted the day
+  after the original's admission and discharged the day after its discharge;
+- same_day_outpatient: two more general-outpatient visits the same day at two other institutions of the county;
+- short_stay_high_cost: a 1-day stay 30 days after a one-line stay, same institution, amounts scaled to ten
+  times the largest stay of its level and month (far above any robust cut), where that level and month has at least
+  4 other stays (the rule wants 5 with the planted one).
+
+The institution-level rules need at least 5 institutions of a level with 5 stays each in one month; a sample of
+a few thousand persons has none, so they are not planted (their hand-built tests are in tests/test_supervision.py).
+
+Pure: frames in (typed lines with their source file and row, the institutions register, the natural findings),
+edits and new lines out; flows/sample.py reads and writes the files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+# basis points of each pattern's candidates (at least one case when there is a candidate)
+RATES_BP = {"split_admission": 150, "duplicate_settlement": 30, "overlapping_stays": 100,
+            "same_day_outpatient": 30, "short_stay_high_cost": 100}
+QUIET_DAYS = 60
+
+
+def clean(lines: pl.DataFrame, violations: pl.DataFrame, institutions: pl.DataFrame) -> dict[str, dict[str, str]]:
+    """setl_id → {column: new value} that take the chance findings out (module docstring). Chance findings of
+    the other rules are left: the sample's check lists them in SUPERVISION.json (`also_found`)."""
+    edits: dict[str, dict[str, str]] = {}
+    hospitals = institutions.filter(pl.col("fixmedins_type") == "hospital").sort("fixmedins_code")
+    admdvs = dict(institutions.select("fixmedins_code", "admdvs").iter_rows())
+    by_id = {r["setl_id"]: r for r in lines.iter_rows(named=True)}
+    for v in violations.iter_rows(named=True):
+        evid = [by_id[i] for i in v["vola_evid"].split(",") if i in by_id]
+        if v["rule_id"] == "OVERLAPPING_STAYS":
+            later = [e for e in evid if e["fixmedins_code"] == v["fixmedins_code"]]
+            earlier = [e for e in evid if e["fixmedins_code"] != v["fixmedins_code"]]
+            moved = {e["mdtrt_id"] for e in later}
+            for r in lines.filter(pl.col("mdtrt_id").is_in(list(moved)) & (pl.col("psn_no") == v["psn_no"])
+                                  ).iter_rows(named=True):
+                edits.setdefault(r["setl_id"], {})["fixmedins_code"] = earlier[0]["fixmedins_code"]
+        elif v["rule_id"] == "SPLIT_ADMISSION":  # the readmission moves to another hospital of the city
+            readmission = max(evid, key=lambda e: (e["begndate"], e["setl_time"]))
+            city = hospitals.filter((pl.col("admdvs").str.slice(0, 4) == str(admdvs.get(v["fixmedins_code"]))[:4])
+                                    & (pl.col("fixmedins_code") != v["fixmedins_code"]))
+            if city.height:
+                for r in lines.filter((pl.col("mdtrt_id") == readmission["mdtrt_id"])
+                                      & (pl.col("psn_no") == v["psn_no"])).iter_rows(named=True):
+                    edits.setdefault(r["setl_id"], {})["fixmedins_code"] = city["fixmedins_code"][0]
+        elif v["rule_id"] == "SAME_DAY_OUTPATIENT":
+            evid.sort(key=lambda e: (e["setl_time"], e["setl_id"]))
+            keep = list(dict.fromkeys(e["fixmedins_code"] for e in evid))[:2]
+            for e in evid:
+                if e["fixmedins_code"] not in keep:
+                    edits.setdefault(e["setl_id"], {})["fixmedins_code"] = keep[0]
+    return edits
+
+
+def _draw(df: pl.DataFrame, key: str, seed: int, salt: int) -> pl.DataFrame:
+    return df.with_columns((pl.col(key).hash(seed + salt) % 1_000_000).alias("__draw")).sort("__draw", key)
+
+
+def _n(candidates: int, rule: str) -> int:
+    return 0 if candidates == 0 else max(1, (candidates * RATES_BP[rule] + 5_000) // 10_000)
+
+
+def plant(lines: pl.DataFrame, institutions: pl.DataFrame, busy: set[str], seed: int, last_day: dt.date
+          ) -> tuple[list[dict], list[dict]]:
+    """(new lines, cases). A new line: `base` (the setl_id whose text row it copies), `set` (columns replaced, as
+    the values the file holds: dates, times, yuan text), `scale` (amounts multiplied by it). A case: rule_id,
+    month, vola_evid (sorted setl_ids), psn_no, fixmedins_code."""
+    live = lines.filter(pl.col("orig_setl_id").is_null()
+                        & ~pl.col("setl_id").is_in(lines["orig_setl_id"].drop_nulls().implode()))
+    stays = lines.filter(pl.col("ledger").is_in(["inpatient", "maternity", "day_surgery"]))
+    one_line = (live.filter((pl.col("med_type") == "21") & (pl.col("ledger") == "inpatient"))
+                .join(lines.group_by("mdtrt_id").len(), on="mdtrt_id").filter(pl.col("len") == 1).drop("len"))
+    hospitals = institutions.filter(pl.col("fixmedins_type") == "hospital")
+    admdvs = dict(institutions.select("fixmedins_code", "admdvs").iter_rows())
+    used = set(busy)
+    new, cases = [], []
+    counter = [0]
+
+    def new_ids(month: str) -> tuple[str, str]:
+        counter[0] += 1
+        return f"SUP{month.replace('-', '')}{counter[0]:05d}", f"MDSUP{month.replace('-', '')}{counter[0]:05d}"
+
+    def quiet(psn: str, beg: dt.date, end: dt.date, mine: set[str]) -> bool:
+        near = stays.filter((pl.col("psn_no") == psn) & ~pl.col("setl_id").is_in(list(mine))
+                            & (pl.col("enddate") >= beg - dt.timedelta(days=QUIET_DAYS))
+                            & (pl.col("begndate") <= end + dt.timedelta(days=QUIET_DAYS)))
+        return near.height == 0
+
+    def stay_line(base: dict, inst: str, beg: dt.date, end: dt.date, scale: int = 1) -> dict:
+        month = f"{end:%Y-%m}"
+        setl_id, mdtrt_id = new_ids(month)
+        t = dt.datetime.combine(end, dt.time(16, 0)) + dt.timedelta(minutes=counter[0] % 60)
+        new.append({"base": base["setl_id"], "month": month, "scale": scale,
+                    "set": {"setl_id": setl_id, "mdtrt_id": mdtrt_id, "fixmedins_code": inst,
+                            "begndate": beg.isoformat(), "enddate": end.isoformat(),
+                            "setl_time": t.strftime("%Y-%m-%d %H:%M:%S")}})
+        return {"setl_id": setl_id, "month": month}
+
+    def case(rule: str, month: str, ids: list[str], psn: str, inst: str) -> None:
+        cases.append({"rule_id": rule.upper(), "month": month, "vola_evid": ",".join(sorted(ids)), "psn_no": psn,
+                      "fixmedins_code": inst})
+        used.add(psn)
+
+    # split admission: readmitted k = 0…15 days after discharge, 3 days, same institution and diagnosis
+    cands = _draw(one_line, "setl_id", seed, 1)
+    want = _n(cands.height, "split_admission")
+    for b in cands.iter_rows(named=True):
+        if sum(c["rule_id"] == "SPLIT_ADMISSION" for c in cases) >= want:
+            break
+        k = b["__draw"] % 16
+        beg = b["enddate"] + dt.timedelta(days=k)
+        end = beg + dt.timedelta(days=3)
+        if b["psn_no"] in used or end > last_day or not quiet(b["psn_no"], b["begndate"], end, {b["setl_id"]}):
+            continue
+        n = stay_line(b, b["fixmedins_code"], beg, end)
+        case("split_admission", n["month"], [b["setl_id"], n["setl_id"]], b["psn_no"], b["fixmedins_code"])
+
+    # overlapping stays: another hospital of the city, (admission + 1) … (discharge + 1)
+    cands = _draw(one_line.filter((pl.col("enddate") - pl.col("begndate")).dt.total_days() >= 2), "setl_id", seed, 2)
+    want = _n(cands.height, "overlapping_stays")
+    for b in cands.iter_rows(named=True):
+        if sum(c["rule_id"] == "OVERLAPPING_STAYS" for c in cases) >= want:
+            break
+        beg, end = b["begndate"] + dt.timedelta(days=1), b["enddate"] + dt.timedelta(days=1)
+        city = hospitals.filter((pl.col("admdvs").str.slice(0, 4) == str(admdvs.get(b["fixmedins_code"]))[:4])
+                                & (pl.col("fixmedins_code") != b["fixmedins_code"])).sort("fixmedins_code")
+        if b["psn_no"] in used or end > last_day or city.height == 0 \
+                or not quiet(b["psn_no"], b["begndate"], end, {b["setl_id"]}):
+            continue
+        other = city["fixmedins_code"][b["__draw"] % city.height]
+        n = stay_line(b, other, beg, end)
+        case("overlapping_stays", n["month"], [b["setl_id"], n["setl_id"]], b["psn_no"], other)
+
+    # short stay, high cost: 1 day, 30 days after a one-line stay, amounts × (10 × the level's largest stay)
+    stay_cost = (stays.filter(pl.col("orig_setl_id").is_null()).group_by("region", "scheme", "hosp_lv", "month")
+                 .agg(pl.col("medfee_sumamt").max().alias("__max"), pl.col("mdtrt_id").n_unique().alias("__n")))
+    cands = _draw(one_line, "setl_id", seed, 3)
+    want = _n(cands.height, "short_stay_high_cost")
+    for b in cands.iter_rows(named=True):
+        if sum(c["rule_id"] == "SHORT_STAY_HIGH_COST" for c in cases) >= want:
+            break
+        beg = b["enddate"] + dt.timedelta(days=30)
+        end = beg + dt.timedelta(days=1)
+        month = f"{end:%Y-%m}"
+        level = stay_cost.filter((pl.col("region") == b["region"]) & (pl.col("scheme") == b["scheme"])
+                                 & (pl.col("hosp_lv") == b["hosp_lv"]) & (pl.col("month") == month))
+        if b["psn_no"] in used or end > last_day or level.height == 0 or level["__n"][0] < 4 \
+                or b["medfee_sumamt"] <= 0 or not quiet(b["psn_no"], b["begndate"], end, {b["setl_id"]}):
+            continue
+        scale = -(-10 * int(level["__max"][0]) // int(b["medfee_sumamt"]))
+        n = stay_line(b, b["fixmedins_code"], beg, end, scale)
+        case("short_stay_high_cost", n["month"], [n["setl_id"]], b["psn_no"], b["fixmedins_code"])
+
+    # outpatient: days with exactly one general-outpatient line of the person
+    op = live.filter((pl.col("med_type") == "11") & (pl.col("ledger") == "outpatient_pool")
+                     & (pl.col("fund_pay_sumamt") > 0))
+    day_lines = lines.filter(pl.col("ledger").is_in(["outpatient_pool", "two_disease", "chronic"])) \
+        .group_by("psn_no", "begndate").len()
+    op1 = op.join(day_lines.filter(pl.col("len") == 1), on=["psn_no", "begndate"]).drop("len")
+
+    # duplicate settlement: the same line again, a minute later
+    cands = _draw(op1.filter(pl.col("setl_time").dt.date() == pl.col("begndate"))
+                  .filter(pl.col("setl_time").dt.hour() < 23), "setl_id", seed, 4)
+    want = _n(cands.height, "duplicate_settlement")
+    for b in cands.iter_rows(named=True):
+        if sum(c["rule_id"] == "DUPLICATE_SETTLEMENT" for c in cases) >= want:
+            break
+        if b["psn_no"] in used:
+            continue
+        setl_id, _ = new_ids(b["month"])
+        t = b["setl_time"] + dt.timedelta(minutes=1)
+        new.append({"base": b["setl_id"], "month": b["month"], "scale": 1,
+                    "set": {"setl_id": setl_id, "setl_time": t.strftime("%Y-%m-%d %H:%M:%S")}})
+        case("duplicate_settlement", b["month"], [b["setl_id"], setl_id], b["psn_no"], b["fixmedins_code"])
+
+    # same-day visits: two more clinics of the county the same day, an hour apart
+    clinics = institutions.filter(pl.col("fixmedins_type") != "pharmacy")
+    cands = _draw(op1.filter(pl.col("setl_time").dt.date() == pl.col("begndate"))
+                  .filter(pl.col("setl_time").dt.hour() < 21), "setl_id", seed, 5)
+    want = _n(cands.height, "same_day_outpatient")
+    for b in cands.iter_rows(named=True):
+        if sum(c["rule_id"] == "SAME_DAY_OUTPATIENT" for c in cases) >= want:
+            break
+        county = clinics.filter((pl.col("admdvs") == admdvs.get(b["fixmedins_code"]))
+                                & (pl.col("fixmedins_code") != b["fixmedins_code"])).sort("fixmedins_code")
+        if b["psn_no"] in used or county.height < 2:
+            continue
+        ids = [b["setl_id"]]
+        for j in (1, 2):
+            setl_id, mdtrt_id = new_ids(b["month"])
+            t = b["setl_time"] + dt.timedelta(hours=j)
+            inst = county["fixmedins_code"][(b["__draw"] + j) % county.height]
+            new.append({"base": b["setl_id"], "month": b["month"], "scale": 1,
+                        "set": {"setl_id": setl_id, "mdtrt_id": mdtrt_id, "fixmedins_code": inst,
+                                "setl_time": t.strftime("%Y-%m-%d %H:%M:%S")}})
+            ids.append(setl_id)
+        case("same_day_outpatient", b["month"], ids, b["psn_no"], inst)
+    return new, sorted(cases, key=lambda c: (c["rule_id"], c["vola_evid"]))
