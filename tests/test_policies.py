@@ -22,11 +22,11 @@ from transforms.money import apply_rate, rate_to_bp
 ROOT = Path(__file__).resolve().parent.parent / "policies"
 README = ROOT / "README.md"
 
-ASSUMPTIONS = {f"A-{n}" for n in range(1, 30)}  # POLICY §9: A-1 … A-29
-# Assumptions of §9 that are switches handled in code rather than parameters. None today: every
-# one is carried by a parameter (see policies/README.md). Add an id here, with the code path that
-# implements it, only if it stops being a parameter.
-SWITCHES_IN_CODE: dict[str, str] = {}
+ASSUMPTIONS = {f"A-{n}" for n in range(1, 32)}  # POLICY §9: A-1 … A-31
+# Assumptions of §9 that are switches handled in code rather than parameters, with the code path that implements
+# them (policies/README.md lists them too). A-31 is the causal reading of a stay settled across months (POLICY
+# §1.11–§1.12): it has no value to set — the alternative, re-adjudicating earlier months' lines, breaks §1.11.
+SWITCHES_IN_CODE: dict[str, str] = {"A-31": "transforms/merged_stays.py"}
 
 IDENTITIES = {  # DATA.md §3 identities
     "tekun", "orphan", "dibao", "fanpin", "dibao_edge", "monitor_unstable", "monitor_edge",
@@ -126,6 +126,8 @@ def test_every_assumption_is_one_of_policy_section_9():
 def test_every_parameter_assumption_of_section_9_is_carried(pol):
     carried = assumptions_in(pol)
     assert not set(SWITCHES_IN_CODE) - ASSUMPTIONS
+    for a, path in SWITCHES_IN_CODE.items():  # the switch's code names the assumption it implements
+        assert a in (ROOT.parent / path).read_text(encoding="utf-8"), (a, path)
     missing = ASSUMPTIONS - set(SWITCHES_IN_CODE) - set(carried)
     assert not missing, f"assumptions of POLICY §9 carried by no parameter: {sorted(missing)}"
 
