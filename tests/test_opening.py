@@ -5,6 +5,7 @@ April. And the accumulator names a register row may use are documented once (tra
 from __future__ import annotations
 
 import shutil
+from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
@@ -120,3 +121,38 @@ def test_opening_rows_that_break_the_contract_are_named_with_their_row():
     assert set(rejects["source_file"].to_list()) == {"reference/opening_accumulators.csv"}
     text = " ".join(rejects["reason"].to_list())
     assert "bogus" in text and "last day of a month" in text
+
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "input"
+
+
+def test_opening_state_carries_a_persons_cap_and_burden_into_a_later_month(tmp_path, prefect_harness):
+    """POLICY §1.13 with §3.6–§3.8, by hand. P003 (Suizhou resident, poverty_exit: S3, benefits as an ordinary
+    resident, no assistance) opened at the end of June with hifp_paid 140,000, hifmi_burden 50,000 and hifmi_paid
+    23,800 (= F(50,000) = 60% × 18,000 + 65% × 20,000). July has no line (a header-only file: written); in August a
+    level-3 city stay (H001: deductible 900, 70%) of 20,000 class A:
+        basic fund raw (20,000 − 900) × 70% = 13,370; the cap leaves 150,000 − 140,000 = 10,000 → hifp 10,000;
+        burden 20,000 − 10,000 = 10,000 → 60,000: hifmi F(60,000) − F(50,000) = (10,800 + 65% × 30,000)
+        − 23,800 = 30,300 − 23,800 = 6,500; the person pays 20,000 − 10,000 − 6,500 = 3,500."""
+    root = tmp_path / "in"
+    shutil.copytree(FIXTURE / "reference", root / "reference")
+    header = (FIXTURE / "2025-03" / "hospital_settlements_01.csv").read_text(encoding="utf-8").splitlines()[0]
+    (root / "2025-07").mkdir()
+    (root / "2025-07" / "hospital_settlements.csv").write_text(header + "\n", encoding="utf-8")
+    (root / "2025-08").mkdir()
+    (root / "2025-08" / "hospital_settlements.csv").write_text(
+        header + "\nS801,M801,P003,390,21,H001,2025-08-01,2025-08-09,2025-08-10 10:00:00,I21,,,,,false,"
+        "20000.00,0.00,0.00,20000.00,0.00,\n", encoding="utf-8")
+    (root / "reference" / "opening_accumulators.csv").write_text(
+        "psn_no,year,name,value,as_of\nP003,2025,hifp_paid,140000.00,2025-06-30\n"
+        "P003,2025,hifmi_burden,50000.00,2025-06-30\nP003,2025,hifmi_paid,23800.00,2025-06-30\n", encoding="utf-8")
+    db = tmp_path / "y.duckdb"
+    year_flow(2025, str(root), str(db))
+    assert q(db, "SELECT hifp_pay, hifp_cap_cut, hifmi_pay, psn_part_amt FROM adjudicated WHERE setl_id = 'S801'") == [
+        (Decimal("10000.00"), Decimal("3370.00"), Decimal("6500.00"), Decimal("3500.00"))]
+    # the opening state is stored as June's, the month's moves as August's
+    assert q(db, "SELECT month, name, value FROM accumulators WHERE psn_no = 'P003' ORDER BY month, name") == [
+        ("2025-06", "hifmi_burden", Decimal("50000.00")), ("2025-06", "hifmi_paid", Decimal("23800.00")),
+        ("2025-06", "hifp_paid", Decimal("140000.00")),
+        ("2025-08", "hifmi_burden", Decimal("60000.00")), ("2025-08", "hifmi_paid", Decimal("30300.00")),
+        ("2025-08", "hifp_paid", Decimal("150000.00")), ("2025-08", "stay_ded_used:M801", Decimal("900.00"))]
