@@ -530,12 +530,14 @@ def _write_persons(pub: Publication) -> None:
     that is seconds a month)."""
     if not pub.done:
         return
-    month, _, _, input_dir = max(pub.done, key=lambda d: d[0])
+    month, run_id, _, input_dir = max(pub.done, key=lambda d: d[0])
     _, last_day = _month_days(month)
-    snapshot = person_snapshot(load_registers(Path(input_dir)), on=last_day)
+    registers = load_registers(Path(input_dir))
+    snapshot = person_snapshot(registers, on=last_day)
     con = store.connect(pub.work)
     try:
         write_person_snapshot(con, snapshot)
+        store.write_institutions(con, registers["institutions"], run_id)  # DATA.md §4: names for reports
     finally:
         con.close()
 

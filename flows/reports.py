@@ -449,6 +449,27 @@ def write_person_snapshot(con: duckdb.DuckDBPyConnection, snapshot: pl.DataFrame
 
 # ---------------------------------------------------------------- audit: out-of-scope (POLICY §3.10)
 
+def institution_name(con: duckdb.DuckDBPyConnection, code: str = "fixmedins_code") -> str:
+    """SQL for the name of the institution whose code is the column `code` (DATA.md §4 `institutions`, written by
+    every run): the one place reports, audits and what-if tables put names beside codes (issue 16.6)."""
+    if not has_table(con, "institutions"):
+        return "CAST(NULL AS VARCHAR)"
+    return f"(SELECT any_value(i.fixmedins_name) FROM institutions i WHERE i.fixmedins_code = {code})"
+
+
+def with_names(con: duckdb.DuckDBPyConnection, columns: str = "*", code: str = "fixmedins_code") -> str:
+    """A select list: `code`, its institution's name, then the other columns (`*` or a comma-separated list)."""
+    if columns.strip() == "*":
+        return f"{code}, {institution_name(con, code)} AS fixmedins_name, * EXCLUDE ({code})"
+    rest = [c.strip() for c in columns.split(",") if c.strip()]
+    out = []
+    for c in rest:
+        out.append(c)
+        if c == code:
+            out.append(f"{institution_name(con, code)} AS fixmedins_name")
+    return ", ".join(out)
+
+
 STAY_COLUMNS = ("month, setl_id, mdtrt_id, psn_no, psn_name_masked, certno_masked, fixmedins_code, hosp_lv, "
                 "relation, in_city, ledger, setl_time, total_amt, fulamt_ownpay_amt, overlmt_selfpay, "
                 "out_of_scope_amt, out_of_scope_ratio, limit_rate, violation, excess_amt, excess_to_institution, "
@@ -459,19 +480,19 @@ def out_of_scope_audit(con: duckdb.DuckDBPyConnection, year: int | None = None, 
                        ) -> dict[str, Table]:
     cond, params = period_filter(year, month)
     when = period_text(year, month)
-    by_inst = query(con, f"SELECT * FROM v_out_of_scope_by_institution WHERE {cond} "
+    by_inst = query(con, f"SELECT {with_names(con)} FROM v_out_of_scope_by_institution WHERE {cond} "
                          "ORDER BY excess_amt DESC, violations DESC, fixmedins_code, month", params,
                     "按机构 by institution", f"政策范围外费用控制 §3.10 — by institution and month, {when}")
-    violations = query(con, f"SELECT {STAY_COLUMNS} FROM v_out_of_scope_stays WHERE {cond} AND violation "
+    violations = query(con, f"SELECT {with_names(con, STAY_COLUMNS)} FROM v_out_of_scope_stays WHERE {cond} AND violation "
                             "ORDER BY month, fixmedins_code, setl_time, setl_id", params,
                        "超标住院 violations", f"rural low-income stays over their limit, {when}")
-    stays = query(con, f"SELECT {STAY_COLUMNS} FROM v_out_of_scope_stays WHERE {cond} "
+    stays = query(con, f"SELECT {with_names(con, STAY_COLUMNS)} FROM v_out_of_scope_stays WHERE {cond} "
                        "ORDER BY month, fixmedins_code, setl_time, setl_id", params,
                   "全部住院 stays", f"every rural low-income stay, {when}")
     return {"by_institution": by_inst, "violations": violations, "stays": stays}
 
 
-TERMINAL_STAY_COLUMNS = ["month", "fixmedins_code", "setl_id", "psn_no", "psn_name_masked", "relation", "hosp_lv",
+TERMINAL_STAY_COLUMNS = ["month", "fixmedins_code", "fixmedins_name", "setl_id", "psn_no", "psn_name_masked", "relation", "hosp_lv",
                          "total_amt", "out_of_scope_amt", "out_of_scope_ratio", "limit_rate", "excess_amt",
                          "hosp_part_amt", "reversed"]
 
@@ -501,7 +522,8 @@ def discrepancy_audit(con: duckdb.DuckDBPyConnection, year: int | None = None, m
     cond, params = period_filter(year, month)
     when = period_text(year, month)
     summary = query(con, f"""
-        SELECT fixmedins_code, fund, any_value(fl.fund_label) AS fund_label, count(DISTINCT setl_id) AS settlements,
+        SELECT fixmedins_code, {institution_name(con)} AS fixmedins_name, fund, any_value(fl.fund_label) AS fund_label,
+          count(DISTINCT setl_id) AS settlements,
           CAST(sum(reported_amt) AS DECIMAL(18,2)) AS reported_amt,
           CAST(sum(adjudicated_amt) AS DECIMAL(18,2)) AS adjudicated_amt,
           CAST(sum(difference) AS DECIMAL(18,2)) AS difference,
@@ -514,11 +536,12 @@ def discrepancy_audit(con: duckdb.DuckDBPyConnection, year: int | None = None, m
         ORDER BY abs_difference DESC, fixmedins_code, fund""", params,
                     "按机构和基金 summary", f"上报与核算差异 — by institution and fund, {when}")
     by_inst = query(con, f"""
-        SELECT fixmedins_code, count(*) AS reported_settlements, count(*) FILTER (WHERE differs) AS differing_settlements
+        SELECT fixmedins_code, {institution_name(con)} AS fixmedins_name, count(*) AS reported_settlements,
+          count(*) FILTER (WHERE differs) AS differing_settlements
         FROM v_reported_vs_adjudicated WHERE {cond}
         GROUP BY fixmedins_code ORDER BY differing_settlements DESC, fixmedins_code""", params,
                     "按机构 institutions", f"settlements with reported amounts, {when}")
-    detail = query(con, f"SELECT * FROM v_discrepancies WHERE {cond} "
+    detail = query(con, f"SELECT {with_names(con)} FROM v_discrepancies WHERE {cond} "
                         "ORDER BY fixmedins_code, month, setl_time, setl_id, fund", params,
                    "差异明细 detail", f"every settlement × fund whose reported amount differs, {when}")
     return {"summary": summary, "institutions": by_inst, "detail": detail}
@@ -582,12 +605,10 @@ def fund_expenditure(con: duckdb.DuckDBPyConnection, year: int, month: str | Non
     labels = dict(IDENTITY_GROUP_LABEL)
     by_group = grouped("identity_group", "identity_group_label", labels, "按身份类别 by identity group",
                        "基金支出 — by identity group", join=join, expr=expr)
-    name_join = ("LEFT JOIN institutions i ON i.fixmedins_code = a.fixmedins_code"
-                 if has_table(con, "institutions") and "fixmedins_name" in columns_of(con, "institutions") else "")
-    name_col = "any_value(i.fixmedins_name) AS fixmedins_name, " if name_join else ""
     top = query(con, f"SELECT row_number() OVER (ORDER BY sum(a.fund_pay_sumamt) DESC, a.fixmedins_code) AS rank, "
-                     f"a.fixmedins_code, {name_col}any_value(a.hosp_lv) AS hosp_lv, {SUMS} "
-                     f"{base.format(join=name_join)} GROUP BY a.fixmedins_code "
+                     f"a.fixmedins_code, any_value({institution_name(con, 'a.fixmedins_code')}) AS fixmedins_name, "
+                     f"any_value(a.hosp_lv) AS hosp_lv, {SUMS} "
+                     f"{base.format(join='')} GROUP BY a.fixmedins_code "
                      "ORDER BY rank LIMIT 20", params,
                 "前20机构 top institutions", f"基金支出 — top 20 institutions by fund payments, {when}")
     by_level_month = query(con, f"SELECT a.month, coalesce(a.hosp_lv, 'unknown') AS hosp_lv, "

@@ -232,3 +232,30 @@ def test_sql_compatible_copy_is_written_in_v1_storage(january, tmp_path):
         assert con.execute("SELECT count(*) FROM runs").fetchone() == (1,)
     finally:
         con.close()
+
+
+# ------------------------------------------------------------------------------------------- names (16.6)
+def test_reports_show_institution_names_beside_codes(january, bureau, tmp_path):
+    """DATA.md §4 `institutions`: the register as the run read it; the fund-expenditure report's top institution
+    carries the name the register gives its code."""
+    db, _ = january
+    reg = bureau / "reference" / ("institutions.csv" if (bureau / "reference/institutions.csv").exists()
+                                  else "institutions.parquet")
+    if reg.suffix == ".csv":  # UTF-8 or GB18030 (DATA.md §1)
+        data = reg.read_bytes()
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            text = data.decode("gb18030")
+        names = {r["fixmedins_code"]: r["fixmedins_name"] for r in csv.DictReader(text.splitlines())}
+    else:
+        frame = pl.read_parquet(reg)
+        names = dict(zip(frame["fixmedins_code"].cast(pl.String), frame["fixmedins_name"].cast(pl.String),
+                         strict=True))
+    assert q(db, "SELECT count(*) FROM institutions") == [(len(names),)]
+    top = q(db, "SELECT fixmedins_code FROM adjudicated GROUP BY 1 ORDER BY sum(fund_pay_sumamt) DESC, 1 LIMIT 1")[0][0]
+    out = tmp_path / "f.html"
+    p = yibao(["report", "fund-expenditure", "--year", "2025", "--format", "html", "--out", str(out), "--db", str(db)])
+    assert p.returncode == 0, p.stderr
+    html = out.read_text(encoding="utf-8")
+    assert top in html and names[top] in html
