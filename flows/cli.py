@@ -99,11 +99,14 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    prefect_offline_defaults()
-    if args.cmd in ("run", "demo"):
-        # Prefect's console would print a failed run's traceback before our one line; its logs still reach the
-        # Prefect API (the UI) and the runs table keeps the error.
+    if args.cmd in ("run", "demo", "whatif"):
+        # Prefect's console would print a failed run's traceback before our one line; its logs (progress included,
+        # at INFO) still reach the Prefect API — the run page in the UI — and the runs table keeps the error.
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+        from flows import progress
+        progress.enable()
+    prefect_offline_defaults()
     out = getattr(args, "out", None)
     if out is not None and args.cmd != "sample":  # an export file: its folder is made, as users expect
         Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -247,6 +250,8 @@ def _run(args) -> int:
         else:
             flow_fn(args.year, input_dir, db, shards=shards, fan_out=bool(args.dask), in_place=args.in_place)
     finally:  # every month this command attempted, succeeded or not, before the one line of a failure
+        from flows import progress
+        progress.finish()
         print_run_summaries(Path(db), since)
     print(f"results in {Path(db).resolve()}")
     return 0
@@ -307,6 +312,8 @@ def _demo(args) -> int:
         raise FileNotFoundError(f"no sample at {input_dir}: run `yibao sample --out {input_dir}`")
     t0 = time.perf_counter()
     year_flow(args.year, str(input_dir), str(db))
+    from flows import progress
+    progress.finish()
     elapsed = time.perf_counter() - t0
     print_summary(Path(db), args.year, elapsed)
     return 0

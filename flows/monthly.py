@@ -26,7 +26,7 @@ import duckdb
 import polars as pl
 from prefect import flow, get_run_logger, task
 
-from flows import store
+from flows import progress, store
 from flows.errors import error_line
 from flows.ingest import REGISTER_RECORDS, InputFileError, load_registers, month_files, read_table
 from flows.policies import POLICY_ROOT, load_policies
@@ -609,11 +609,17 @@ def _run_one_month(month: str, input_dir: str, pub: Publication, triggered_by: s
             store.begin_run(con, run)
         finally:
             con.close()
+        t0 = time.monotonic()
+        progress.report(month, "reading and validating", "registers and settlement files")
         ingest_and_validate(input_dir, month, work, str(stage))
+        rec = json.loads((stage / "ingest.json").read_text())
+        progress.report(month, "adjudicating", f"{rec['rows_accepted']:,} lines accepted of {rec['rows_in']:,} read")
         adjudicate_step(str(stage), work, month, shards, fan_out)
         if os.environ.get("YIBAO_FAULT") == "between_tasks":  # fault injection for the crash-safety test
             os._exit(71)
+        progress.report(month, "writing", "results into the database")
         persist(str(stage), work, month, run_id)
+        progress.month_done(month, rec["rows_accepted"], time.monotonic() - t0)
     except BaseException as e:
         if not _committed(work, run_id):  # a failure after the month's commit leaves the month as committed
             counted = {}
@@ -740,6 +746,7 @@ def month_flow(month: str, input_dir: str, db: str, force: bool = False, shards:
     shards/fan_out: adjudicate_step."""
     with writer_lock(db):
         later = _later_loaded(db, month)
+        progress.plan([month, *[m for m, _ in later]])
         with publication(db, in_place) as pub:  # the month and its cascade are published together
             run_id, changed = _run_one_month(month, input_dir, pub, "user", force, shards, fan_out)
             run_ids = [run_id]
@@ -759,6 +766,7 @@ def year_flow(year: int, input_dir: str, db: str, shards: int = 1, fan_out: bool
     months = sorted(p.name for p in Path(input_dir).glob(f"{year}-[01][0-9]") if p.is_dir() and MONTH_RE.match(p.name))
     if not months:
         raise RunError(f"no month folders {year}-MM under {input_dir}")
+    progress.plan(months)
     with writer_lock(db), publication(db, in_place) as pub:  # the year's months are published together
         return [_run_one_month(m, input_dir, pub, f"year {year}", False, shards, fan_out)[0] for m in months]
 

@@ -35,6 +35,11 @@ def q(db: Path, sql: str, params=None) -> list[tuple]:
         con.close()
 
 
+def summary(p) -> list[str]:
+    """stdout without the progress lines ('… month stage: …', issue 16.4: plain lines when output is a file)."""
+    return [ln for ln in p.stdout.splitlines() if not ln.startswith("… ")]
+
+
 def stderr_lines(p) -> list[str]:
     return [ln for ln in p.stderr.splitlines() if ln.strip()]
 
@@ -57,7 +62,13 @@ def test_a_month_run_prints_rows_read_accepted_rejected_per_file(january, bureau
     # the sample injected 2 invalid rows into January, both in the hospital file: MISSING_REQUIRED and BAD_VALUE
     assert sorted((r["file"], r["reason"]) for r in injected) == [
         ("2025-01/hospital_settlements.csv", "BAD_VALUE"), ("2025-01/hospital_settlements.csv", "MISSING_REQUIRED")]
-    lines = p.stdout.splitlines()
+    # progress (issue 16.4), plain lines as the output is a file: each stage of the month, then the month written
+    progress = [ln.split(" [")[0] for ln in p.stdout.splitlines() if ln.startswith("… ")]
+    assert progress[:3] == ["… 2025-01 reading and validating: registers and settlement files",
+                            f"… 2025-01 adjudicating: {hosp + pharm - 2:,} lines accepted of {hosp + pharm:,} read",
+                            "… 2025-01 writing: results into the database"]
+    assert progress[3].startswith(f"… 2025-01 written: {hosp + pharm - 2:,} lines in ")
+    lines = summary(p)
     run_id = q(db, "SELECT run_id FROM runs WHERE month = '2025-01'")[0][0]
     # rows read = every data row of both files; accepted = read − the 2 injected
     assert lines[0] == (f"2025-01: succeeded (run {run_id}) — {hosp + pharm:,} rows read = {hosp + pharm - 2:,} "
@@ -131,7 +142,7 @@ def test_a_spreadsheet_resaved_file_is_read(february):
                        _spreadsheet)
     p = yibao(["run", "--month", "2025-02", "--input", str(root), "--db", str(db)])
     assert p.returncode == 0, p.stderr
-    assert f"  2025-02/pharmacy_settlements.csv: {n:,} read, {n:,} accepted, 0 rejected" in p.stdout.splitlines()
+    assert f"  2025-02/pharmacy_settlements.csv: {n:,} read, {n:,} accepted, 0 rejected" in summary(p)
 
 
 def test_an_empty_month_folder_is_refused_with_a_runs_row(february):
@@ -175,10 +186,10 @@ def test_register_rows_rejected_and_warnings_are_counted(february):
     frame.write_csv(root / "reference/employment.csv")
     p = yibao(["run", "--month", "2025-02", "--input", str(root), "--db", str(db)])
     assert p.returncode == 0, p.stderr
-    head = p.stdout.splitlines()[0]
+    head = summary(p)[0]
     assert head.endswith("; registers: 0 rows rejected, 1 warnings (POLICY §1.14)")
     assert (f"  reference/employment.csv: {frame.height:,} read, {frame.height:,} accepted, 0 rejected, 1 warnings"
-            in p.stdout.splitlines())
+            in summary(p))
     assert q(db, "SELECT warnings FROM runs WHERE month = '2025-02' AND status = 'succeeded'") == [(1,)]
 
 
