@@ -24,10 +24,10 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="adjudicate a month (or a year) of settlement files into DuckDB")
     g = r.add_mutually_exclusive_group(required=True)
-    g.add_argument("--month", help="YYYY-MM")
-    g.add_argument("--year", type=int, help="every month folder of the year, in order")
-    r.add_argument("--input", type=Path, default=None, help="input folder (default $YIBAO_INPUT or data/sample)")
-    r.add_argument("--db", type=Path, default=None, help="DuckDB file (default $YIBAO_DB or yibao.duckdb)")
+    g.add_argument("--month", metavar="YYYY-MM", help="the month folder to run")
+    g.add_argument("--year", type=int, metavar="YYYY", help="every month folder of the year, in order")
+    r.add_argument("--input", type=Path, default=None, metavar="DIR", help="input folder (default $YIBAO_INPUT or data/sample)")
+    r.add_argument("--db", type=Path, default=None, metavar="FILE", help="DuckDB file (default $YIBAO_DB or yibao.duckdb)")
     r.add_argument("--force", action="store_true",
                    help="recompute the month even when its inputs, registers, code and policies are unchanged")
     r.add_argument("--shards", type=int, default=None,
@@ -39,24 +39,26 @@ def _parser() -> argparse.ArgumentParser:
                    help="fan the shards out to a Dask scheduler (tcp://host:8786) or `local` (a LocalCluster)")
 
     s = sub.add_parser("sample", help="write a synthetic bureau: registers and monthly settlement files")
-    s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--persons", type=int, default=2000)
-    s.add_argument("--year", type=int, default=2025)
-    s.add_argument("--months", type=int, default=12)
-    s.add_argument("--seed", type=int, default=20250101)
-    s.add_argument("--format", dest="fmt", choices=["csv", "parquet", "mixed"], default="mixed")
+    s.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write (reference/ and YYYY-MM/)")
+    s.add_argument("--persons", type=int, default=2000, help="insured persons (default 2000)")
+    s.add_argument("--year", type=int, default=2025, help="settlement year (default 2025)")
+    s.add_argument("--months", type=int, default=12, help="months from January (default 12)")
+    s.add_argument("--seed", type=int, default=20250101, help="the same seed writes the same files")
+    s.add_argument("--format", dest="fmt", choices=["csv", "parquet", "mixed"], default="mixed",
+                   help="file format of the settlement files (default mixed: some of each)")
     s.add_argument("--invalid-rate", type=float, default=0.0, help="share of invalid rows to inject (every reason)")
     s.add_argument("--no-reported", dest="reported", action="store_false",
                    help="leave the institution-reported amounts empty (skips the second pass through the pipeline)")
 
     d = sub.add_parser("demo", help="the committed sample, a year of monthly runs, a summary")
-    d.add_argument("--input", type=Path, default=None)
-    d.add_argument("--db", type=Path, default=None)
-    d.add_argument("--year", type=int, default=2025)
+    d.add_argument("--input", type=Path, default=None, metavar="DIR", help="input folder (default data/sample)")
+    d.add_argument("--db", type=Path, default=None, metavar="FILE", help="DuckDB file (default yibao.duckdb)")
+    d.add_argument("--year", type=int, default=2025, help="year to run (default 2025)")
 
-    v = sub.add_parser("serve", help="the scheduled monthly deployment (1st of the month, 02:00 Asia/Shanghai)")
-    v.add_argument("--input", type=Path, default=None)
-    v.add_argument("--db", type=Path, default=None)
+    v = sub.add_parser("serve", help="the scheduled monthly deployment (1st of the month, 02:00 Asia/Shanghai); "
+                                     "needs `yibao server start`")
+    v.add_argument("--input", type=Path, default=None, metavar="DIR", help="input folder (default data/sample)")
+    v.add_argument("--db", type=Path, default=None, metavar="FILE", help="DuckDB file (default yibao.duckdb)")
 
     c = sub.add_parser("contributions", help="contributions per person and year (POLICY §3.1, §4.1): summary, export")
     c.add_argument("--year", type=int, required=True)
@@ -118,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
             from flows.sample import write_sample
             summary = write_sample(args.out, persons=args.persons, year=args.year, months=args.months, seed=args.seed,
                                    fmt=args.fmt, invalid_rate=args.invalid_rate, reported=args.reported)
-            print(f"sample written to {args.out}: {summary}")
+            print(f"sample written to {args.out}: " + ", ".join(
+                f"{k.replace('_', ' ')} {v:,}" if isinstance(v, int) else f"{k.replace('_', ' ')} {v}"
+                for k, v in (summary.items() if isinstance(summary, dict) else [])) if isinstance(summary, dict)
+                  else f"sample written to {args.out}: {summary}")
             return 0
         if args.cmd == "run":
             return _run(args)
