@@ -368,13 +368,12 @@ def print_summary(db: Path, year: int, elapsed: float | None = None) -> None:
     for (col, label), v in zip(FUNDS, sums[:-1], strict=True):
         t.add_row(f"{label} ({col})", f"{v:,.2f}")
     c.print(t)
-    s = Table(title="by region and scheme")
-    for h in ("region", "scheme", "lines", "rules pending", "total", "hifp", "hifmi", "maf", "maf_tilt", "acct",
-              "acct_mulaid"):
-        s.add_column(h, justify="right" if h not in ("region", "scheme") else "left")
-    for r in by_scheme:
-        s.add_row(str(r[0]), str(r[1]), f"{r[2]:,}", f"{r[3]:,}", *[f"{v:,.2f}" for v in r[4:]])
-    c.print(s)
+    from flows.reports import print_rows
+    heads = ["region", "scheme", "lines", "rules_pending", "medfee_sumamt", "hifp_pay", "hifmi_pay", "maf_pay",
+             "maf_tilt_pay", "acct_pay", "acct_mulaid_pay"]  # money never cut (issue 16.7): print_rows
+    print_rows(c, "by region and scheme", heads,
+               [[str(r[0]), str(r[1]), f"{r[2]:,}", f"{r[3]:,}", *[f"{v:,.2f}" for v in r[4:]]] for r in by_scheme],
+               set(heads[2:]))
     a = Table(title="personal accounts 个人账户 (POLICY §4.2, §4.5)")
     a.add_column("account movement")
     a.add_column("yuan", justify="right")
