@@ -369,8 +369,8 @@ def print_summary(db: Path, year: int, elapsed: float | None = None) -> None:
         t.add_row(f"{label} ({col})", f"{v:,.2f}")
     c.print(t)
     from flows.reports import print_rows
-    heads = ["region", "scheme", "lines", "rules_pending", "medfee_sumamt", "hifp_pay", "hifmi_pay", "maf_pay",
-             "maf_tilt_pay", "acct_pay", "acct_mulaid_pay"]  # money never cut (issue 16.7): print_rows
+    heads = ["region", "scheme", "lines", "pending", "total", "hifp", "hifmi", "maf", "maf_tilt", "acct",
+             "mulaid"]  # money never cut (issue 16.7): print_rows; pending = lines under a pending rule
     print_rows(c, "by region and scheme", heads,
                [[str(r[0]), str(r[1]), f"{r[2]:,}", f"{r[3]:,}", *[f"{v:,.2f}" for v in r[4:]]] for r in by_scheme],
                set(heads[2:]))
