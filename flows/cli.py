@@ -176,18 +176,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def release(e: BaseException) -> None:
-    """Drop what a failure keeps alive: the traceback's frames hold the DuckDB connections, relations and results
-    of the functions it passed through, and Prefect's flow-run state holds the exception itself; alive at
-    interpreter exit, the bindings report each of them as leaked (issue 16.3)."""
+    """Drop what a failure keeps alive before the interpreter exits (flows/errors.drop_locals), then collect."""
     import gc
-    import traceback
-    seen: set[int] = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if e.__traceback__ is not None:
-            traceback.clear_frames(e.__traceback__)
-        e.__traceback__ = None
-        e = e.__cause__ or e.__context__
+
+    from flows.errors import drop_locals
+    drop_locals(e)
+    e.__traceback__ = None
     gc.collect()
 
 

@@ -27,7 +27,7 @@ import polars as pl
 from prefect import flow, get_run_logger, task
 
 from flows import progress, store
-from flows.errors import error_line
+from flows.errors import drop_locals, error_line
 from flows.ingest import REGISTER_RECORDS, InputFileError, load_registers, month_files, read_table
 from flows.policies import POLICY_ROOT, load_policies
 from flows.reports import person_snapshot, write_person_snapshot
@@ -570,13 +570,7 @@ def _run_one_month(month: str, input_dir: str, pub: Publication, triggered_by: s
     if not MONTH_RE.match(month):
         raise RunError(f"not a month: {month!r} (expected YYYY-MM)")
     db, work = pub.db, pub.work
-    loaded, prev_run, last = [], None, None
-    if Path(work).exists():
-        con = store.connect(work, read_only=True)
-        try:
-            loaded, prev_run, last = store.loaded_months(con), store.upstream_run(con, month), store.last_succeeded(con, month)
-        finally:
-            con.close()
+    loaded, prev_run, last = _month_state(work, month)
     run_id = f"{month}-{dt.datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     run = {"run_id": run_id, "month": month, "input_dir": str(Path(input_dir).resolve()),
            "code_version": code_version(), "policy_version": load_policies(POLICY_ROOT).digest,
@@ -604,11 +598,7 @@ def _run_one_month(month: str, input_dir: str, pub: Publication, triggered_by: s
             logger.info("%s: unchanged since run %s (same input files, registers, code, policies and upstream "
                         "month); nothing rewritten", month, last["run_id"])
             return run_id, False
-        con = store.connect(work)
-        try:
-            store.begin_run(con, run)
-        finally:
-            con.close()
+        _begin_run(work, run)
         t0 = time.monotonic()
         progress.report(month, "reading and validating", "registers and settlement files")
         ingest_and_validate(input_dir, month, work, str(stage))
@@ -630,12 +620,34 @@ def _run_one_month(month: str, input_dir: str, pub: Publication, triggered_by: s
             store.record_runs(work, [{**run, "finished_at": dt.datetime.now(),
                                       "status": "refused" if isinstance(e, RunRefused) else "failed",
                                       **counted, "error": error_line(e)[:2000]}], in_place=True)
+        drop_locals(e)  # the flow run's state keeps the exception: not the DuckDB objects of its frames
         raise
     for p in stage.iterdir():  # the stage's files are no longer needed; the journal stays until published
         if p.name != "run.json":
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     pub.done.append((month, run_id, stage, input_dir))
     return run_id, True
+
+
+# Connections live in these small functions, not in _run_one_month's frame: a failure's traceback keeps that frame
+# (and a closed connection in it is still a DuckDB object alive at exit, issue 16.3).
+def _month_state(work: str, month: str) -> tuple[list[str], str | None, dict | None]:
+    """(loaded months, the upstream run, the month's last succeeded run) of the flow's copy of the database."""
+    if not Path(work).exists():
+        return [], None, None
+    con = store.connect(work, read_only=True)
+    try:
+        return store.loaded_months(con), store.upstream_run(con, month), store.last_succeeded(con, month)
+    finally:
+        con.close()
+
+
+def _begin_run(work: str, run: dict) -> None:
+    con = store.connect(work)
+    try:
+        store.begin_run(con, run)
+    finally:
+        con.close()
 
 
 def _committed(work: str, run_id: str) -> bool:

@@ -270,3 +270,24 @@ def test_reports_show_institution_names_beside_codes(january, bureau, tmp_path):
     assert p.returncode == 0, p.stderr
     html = out.read_text(encoding="utf-8")
     assert top in html and names[top] in html
+
+
+def test_a_failed_flow_run_outside_the_cli_leaves_no_duckdb_object_alive(february):
+    """Issue 16.3, the `yibao serve` case: a flow run that fails inside a process yibao's CLI does not end (Prefect's
+    runner) keeps its exception in the flow-run state; nothing of DuckDB may stay alive with it, or the bindings
+    print `nanobind: leaked …` at exit."""
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+    root, db = february
+    _rewrite_dates(root / "2025-02/pharmacy_settlements.parquet", root / "2025-02/pharmacy_settlements.csv",
+                   _day_first)
+    code = ("from flows.monthly import month_flow\n"
+            f"state = month_flow('2025-02', {str(root)!r}, {str(db)!r}, return_state=True)\n"
+            "print(state.type.value)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                       env={**__import__("os").environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+                            "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL"})
+    assert p.stdout.strip() == "FAILED"
+    assert "nanobind" not in p.stderr
