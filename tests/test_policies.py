@@ -22,7 +22,7 @@ from transforms.money import apply_rate, rate_to_bp
 ROOT = Path(__file__).resolve().parent.parent / "policies"
 README = ROOT / "README.md"
 
-ASSUMPTIONS = {f"A-{n}" for n in range(1, 25)}  # POLICY §9: A-1 … A-24
+ASSUMPTIONS = {f"A-{n}" for n in range(1, 25)} | {"A-30"}  # POLICY §9: A-1 … A-24; A-30 (revision 3, §1.14)
 # Assumptions of §9 that are switches handled in code rather than parameters. None today: every
 # one is carried by a parameter (see policies/README.md). Add an id here, with the code path that
 # implements it, only if it stops being a parameter.
