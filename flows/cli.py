@@ -24,10 +24,10 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="adjudicate a month (or a year) of settlement files into DuckDB")
     g = r.add_mutually_exclusive_group(required=True)
-    g.add_argument("--month", help="YYYY-MM")
-    g.add_argument("--year", type=int, help="every month folder of the year, in order")
-    r.add_argument("--input", type=Path, default=None, help="input folder (default $YIBAO_INPUT or data/sample)")
-    r.add_argument("--db", type=Path, default=None, help="DuckDB file (default $YIBAO_DB or yibao.duckdb)")
+    g.add_argument("--month", metavar="YYYY-MM", help="the month folder to run")
+    g.add_argument("--year", type=int, metavar="YYYY", help="every month folder of the year, in order")
+    r.add_argument("--input", type=Path, default=None, metavar="DIR", help="input folder (default $YIBAO_INPUT or data/sample)")
+    r.add_argument("--db", type=Path, default=None, metavar="FILE", help="DuckDB file (default $YIBAO_DB or yibao.duckdb)")
     r.add_argument("--force", action="store_true",
                    help="recompute the month even when its inputs, registers, code and policies are unchanged")
     r.add_argument("--shards", type=int, default=None,
@@ -39,24 +39,26 @@ def _parser() -> argparse.ArgumentParser:
                    help="fan the shards out to a Dask scheduler (tcp://host:8786) or `local` (a LocalCluster)")
 
     s = sub.add_parser("sample", help="write a synthetic bureau: registers and monthly settlement files")
-    s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--persons", type=int, default=2000)
-    s.add_argument("--year", type=int, default=2025)
-    s.add_argument("--months", type=int, default=12)
-    s.add_argument("--seed", type=int, default=20250101)
-    s.add_argument("--format", dest="fmt", choices=["csv", "parquet", "mixed"], default="mixed")
+    s.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write (reference/ and YYYY-MM/)")
+    s.add_argument("--persons", type=int, default=2000, help="insured persons (default 2000)")
+    s.add_argument("--year", type=int, default=2025, help="settlement year (default 2025)")
+    s.add_argument("--months", type=int, default=12, help="months from January (default 12)")
+    s.add_argument("--seed", type=int, default=20250101, help="the same seed writes the same files")
+    s.add_argument("--format", dest="fmt", choices=["csv", "parquet", "mixed"], default="mixed",
+                   help="file format of the settlement files (default mixed: some of each)")
     s.add_argument("--invalid-rate", type=float, default=0.0, help="share of invalid rows to inject (every reason)")
     s.add_argument("--no-reported", dest="reported", action="store_false",
                    help="leave the institution-reported amounts empty (skips the second pass through the pipeline)")
 
     d = sub.add_parser("demo", help="the committed sample, a year of monthly runs, a summary")
-    d.add_argument("--input", type=Path, default=None)
-    d.add_argument("--db", type=Path, default=None)
-    d.add_argument("--year", type=int, default=2025)
+    d.add_argument("--input", type=Path, default=None, metavar="DIR", help="input folder (default data/sample)")
+    d.add_argument("--db", type=Path, default=None, metavar="FILE", help="DuckDB file (default yibao.duckdb)")
+    d.add_argument("--year", type=int, default=2025, help="year to run (default 2025)")
 
-    v = sub.add_parser("serve", help="the scheduled monthly deployment (1st of the month, 02:00 Asia/Shanghai)")
-    v.add_argument("--input", type=Path, default=None)
-    v.add_argument("--db", type=Path, default=None)
+    v = sub.add_parser("serve", help="the scheduled monthly deployment (1st of the month, 02:00 Asia/Shanghai); "
+                                     "needs `yibao server start`")
+    v.add_argument("--input", type=Path, default=None, metavar="DIR", help="input folder (default data/sample)")
+    v.add_argument("--db", type=Path, default=None, metavar="FILE", help="DuckDB file (default yibao.duckdb)")
 
     c = sub.add_parser("contributions", help="contributions per person and year (POLICY §3.1, §4.1): summary, export")
     c.add_argument("--year", type=int, required=True)
@@ -99,11 +101,14 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    prefect_offline_defaults()
-    if args.cmd in ("run", "demo"):
-        # Prefect's console would print a failed run's traceback before our one line; its logs still reach the
-        # Prefect API (the UI) and the runs table keeps the error.
+    if args.cmd in ("run", "demo", "whatif"):
+        # Prefect's console would print a failed run's traceback before our one line; its logs (progress included,
+        # at INFO) still reach the Prefect API — the run page in the UI — and the runs table keeps the error.
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+        from flows import progress
+        progress.enable()
+    prefect_offline_defaults()
     out = getattr(args, "out", None)
     if out is not None and args.cmd != "sample":  # an export file: its folder is made, as users expect
         Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -115,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
             from flows.sample import write_sample
             summary = write_sample(args.out, persons=args.persons, year=args.year, months=args.months, seed=args.seed,
                                    fmt=args.fmt, invalid_rate=args.invalid_rate, reported=args.reported)
-            print(f"sample written to {args.out}: {summary}")
+            print(f"sample written to {args.out}: " + ", ".join(
+                f"{k.replace('_', ' ')} {v:,}" if isinstance(v, int) else f"{k.replace('_', ' ')} {v}"
+                for k, v in (summary.items() if isinstance(summary, dict) else [])) if isinstance(summary, dict)
+                  else f"sample written to {args.out}: {summary}")
             return 0
         if args.cmd == "run":
             return _run(args)
@@ -153,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("yibao: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader (head, less) went away: nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as e:  # one line for the user; the run record keeps the detail
         from flows.errors import error_line
         print(f"yibao: {error_line(e)}", file=sys.stderr)
@@ -165,18 +176,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def release(e: BaseException) -> None:
-    """Drop what a failure keeps alive: the traceback's frames hold the DuckDB connections, relations and results
-    of the functions it passed through, and Prefect's flow-run state holds the exception itself; alive at
-    interpreter exit, the bindings report each of them as leaked (issue 16.3)."""
+    """Drop what a failure keeps alive before the interpreter exits (flows/errors.drop_locals), then collect."""
     import gc
-    import traceback
-    seen: set[int] = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if e.__traceback__ is not None:
-            traceback.clear_frames(e.__traceback__)
-        e.__traceback__ = None
-        e = e.__cause__ or e.__context__
+
+    from flows.errors import drop_locals
+    drop_locals(e)
+    e.__traceback__ = None
     gc.collect()
 
 
@@ -244,6 +249,8 @@ def _run(args) -> int:
         else:
             flow_fn(args.year, input_dir, db, shards=shards, fan_out=bool(args.dask), in_place=args.in_place)
     finally:  # every month this command attempted, succeeded or not, before the one line of a failure
+        from flows import progress
+        progress.finish()
         print_run_summaries(Path(db), since)
     print(f"results in {Path(db).resolve()}")
     return 0
@@ -304,6 +311,8 @@ def _demo(args) -> int:
         raise FileNotFoundError(f"no sample at {input_dir}: run `yibao sample --out {input_dir}`")
     t0 = time.perf_counter()
     year_flow(args.year, str(input_dir), str(db))
+    from flows import progress
+    progress.finish()
     elapsed = time.perf_counter() - t0
     print_summary(Path(db), args.year, elapsed)
     return 0
@@ -353,13 +362,12 @@ def print_summary(db: Path, year: int, elapsed: float | None = None) -> None:
     for (col, label), v in zip(FUNDS, sums[:-1], strict=True):
         t.add_row(f"{label} ({col})", f"{v:,.2f}")
     c.print(t)
-    s = Table(title="by region and scheme")
-    for h in ("region", "scheme", "lines", "rules pending", "total", "hifp", "hifmi", "maf", "maf_tilt", "acct",
-              "acct_mulaid"):
-        s.add_column(h, justify="right" if h not in ("region", "scheme") else "left")
-    for r in by_scheme:
-        s.add_row(str(r[0]), str(r[1]), f"{r[2]:,}", f"{r[3]:,}", *[f"{v:,.2f}" for v in r[4:]])
-    c.print(s)
+    from flows.reports import print_rows
+    heads = ["region", "scheme", "lines", "pending", "total", "hifp", "hifmi", "maf", "maf_tilt", "acct",
+             "mulaid"]  # money never cut (issue 16.7): print_rows; pending = lines under a pending rule
+    print_rows(c, "by region and scheme", heads,
+               [[str(r[0]), str(r[1]), f"{r[2]:,}", f"{r[3]:,}", *[f"{v:,.2f}" for v in r[4:]]] for r in by_scheme],
+               set(heads[2:]))
     a = Table(title="personal accounts 个人账户 (POLICY §4.2, §4.5)")
     a.add_column("account movement")
     a.add_column("yuan", justify="right")

@@ -105,8 +105,23 @@ def _need_out(args: argparse.Namespace) -> None:
         raise ValueError("--format xlsx needs --out FILE")
 
 
+def _need_loaded(con, year: int | None, month: str | None) -> None:
+    """A report of a period with no month loaded is an error, not an empty file 'written' (issue 16.8)."""
+    from flows import store
+    loaded = store.loaded_months(con) if _has_runs(con) else []
+    if month is not None and month not in loaded:
+        raise LookupError(f"month {month} is not loaded (run `yibao run --month {month}` first)")
+    if year is not None and not any(m.startswith(f"{year}-") for m in loaded):
+        raise LookupError(f"no month of {year} is loaded (run `yibao run --year {year}` first)")
+
+
+def _has_runs(con) -> bool:
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'runs'").fetchone()[0])
+
+
 def _fund_expenditure(reports, con, args) -> int:
     reports.period_filter(args.year, args.month)  # validates --month against --year
+    _need_loaded(con, args.year, args.month)
     reports.write_fund_expenditure(con, args.year, args.month, args.fmt, args.out)
     print(f"fund expenditure {reports.period_text(args.year, args.month)} written to {args.out} ({args.fmt})",
           file=sys.stderr)

@@ -34,15 +34,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("scenario")
     r.add_argument("--format", dest="fmt", choices=["table", "xlsx", "html"], default="table")
     r.add_argument("--out", type=Path, default=None, help="file for xlsx or html (required for them)")
-    r.add_argument("--db", dest="sub_db", type=Path, default=None)
+    r.add_argument("--db", dest="sub_db", type=Path, default=None, metavar="FILE",
+                   help="DuckDB file (default $YIBAO_DB or yibao.duckdb)")
     ls = ws.add_parser("list", help="the scenarios in the database")
-    ls.add_argument("--db", dest="sub_db", type=Path, default=None)
+    ls.add_argument("--db", dest="sub_db", type=Path, default=None, metavar="FILE",
+                    help="DuckDB file (default $YIBAO_DB or yibao.duckdb)")
     d = ws.add_parser("drop", help="remove a scenario (the baseline is not touched)")
     d.add_argument("scenario")
-    d.add_argument("--db", dest="sub_db", type=Path, default=None)
+    d.add_argument("--db", dest="sub_db", type=Path, default=None, metavar="FILE",
+                   help="DuckDB file (default $YIBAO_DB or yibao.duckdb)")
     p = ws.add_parser("paths", help="the parameter paths an override may name, with their values in force")
     p.add_argument("text", nargs="?", default="", help="only paths containing this text")
-    p.add_argument("--year", dest="paths_year", type=int, default=None, help="values in force on 1 January (default: "
+    p.add_argument("--year", dest="paths_year", type=int, default=None, metavar="YEAR", help="values in force on 1 January (default: "
                                                                              "this year)")
 
 

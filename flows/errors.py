@@ -16,3 +16,17 @@ def error_line(e: BaseException) -> str:
     if isinstance(e, InputFileError | ValueError | LookupError | OSError | RuntimeError | duckdb.Error) and msg:
         return msg  # RunError, RunRefused, InputFileError, MissingParameter, … carry their own one line
     return f"internal error ({type(e).__name__}{': ' + msg if msg else ''}); run again with --debug for the traceback"
+
+
+def drop_locals(e: BaseException | None) -> None:
+    """Clear the local variables of the frames a failure's traceback holds (and of its causes): the DuckDB
+    connections, relations and results of the functions it passed through. Kept alive by the exception — in a
+    flow run's state, or until the process exits — the bindings report each of them as leaked at interpreter exit
+    (`nanobind: leaked … instances`, issue 16.3). File and line numbers stay: the traceback still prints."""
+    import traceback
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if e.__traceback__ is not None:
+            traceback.clear_frames(e.__traceback__)
+        e = e.__cause__ or e.__context__

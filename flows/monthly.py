@@ -26,8 +26,8 @@ import duckdb
 import polars as pl
 from prefect import flow, get_run_logger, task
 
-from flows import store
-from flows.errors import error_line
+from flows import progress, store
+from flows.errors import drop_locals, error_line
 from flows.ingest import REGISTER_RECORDS, InputFileError, load_registers, month_files, read_table
 from flows.policies import POLICY_ROOT, load_policies
 from flows.reports import person_snapshot, write_person_snapshot
@@ -630,12 +630,14 @@ def _write_persons(pub: Publication) -> None:
     that is seconds a month)."""
     if not pub.done:
         return
-    month, _, _, input_dir = max(pub.done, key=lambda d: d[0])
+    month, run_id, _, input_dir = max(pub.done, key=lambda d: d[0])
     _, last_day = _month_days(month)
-    snapshot = person_snapshot(load_registers(Path(input_dir)), on=last_day)
+    registers = load_registers(Path(input_dir))
+    snapshot = person_snapshot(registers, on=last_day)
     con = store.connect(pub.work)
     try:
         write_person_snapshot(con, snapshot)
+        store.write_institutions(con, registers["institutions"], run_id)  # DATA.md §4: names for reports
     finally:
         con.close()
 
@@ -668,13 +670,7 @@ def _run_one_month(month: str, input_dir: str, pub: Publication, triggered_by: s
     if not MONTH_RE.match(month):
         raise RunError(f"not a month: {month!r} (expected YYYY-MM)")
     db, work = pub.db, pub.work
-    loaded, prev_run, last = [], None, None
-    if Path(work).exists():
-        con = store.connect(work, read_only=True)
-        try:
-            loaded, prev_run, last = store.loaded_months(con), store.upstream_run(con, month), store.last_succeeded(con, month)
-        finally:
-            con.close()
+    loaded, prev_run, last = _month_state(work, month)
     run_id = f"{month}-{dt.datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     run = {"run_id": run_id, "month": month, "input_dir": str(Path(input_dir).resolve()),
            "code_version": code_version(), "policy_version": load_policies(POLICY_ROOT).digest,
@@ -703,16 +699,18 @@ def _run_one_month(month: str, input_dir: str, pub: Publication, triggered_by: s
             logger.info("%s: unchanged since run %s (same input files, registers, code, policies and upstream "
                         "month); nothing rewritten", month, last["run_id"])
             return run_id, False
-        con = store.connect(work)
-        try:
-            store.begin_run(con, run)
-        finally:
-            con.close()
+        _begin_run(work, run)
+        t0 = time.monotonic()
+        progress.report(month, "reading and validating", "registers and settlement files")
         ingest_and_validate(input_dir, month, work, str(stage))
+        rec = json.loads((stage / "ingest.json").read_text())
+        progress.report(month, "adjudicating", f"{rec['rows_accepted']:,} lines accepted of {rec['rows_in']:,} read")
         adjudicate_step(str(stage), work, month, shards, fan_out)
         if os.environ.get("YIBAO_FAULT") == "between_tasks":  # fault injection for the crash-safety test
             os._exit(71)
+        progress.report(month, "writing", "results into the database")
         persist(str(stage), work, month, run_id)
+        progress.month_done(month, rec["rows_accepted"], time.monotonic() - t0)
     except BaseException as e:
         if not _committed(work, run_id):  # a failure after the month's commit leaves the month as committed
             counted = {}
@@ -723,12 +721,34 @@ def _run_one_month(month: str, input_dir: str, pub: Publication, triggered_by: s
             store.record_runs(work, [{**run, "finished_at": dt.datetime.now(),
                                       "status": "refused" if isinstance(e, RunRefused) else "failed",
                                       **counted, "error": error_line(e)[:2000]}], in_place=True)
+        drop_locals(e)  # the flow run's state keeps the exception: not the DuckDB objects of its frames
         raise
     for p in stage.iterdir():  # the stage's files are no longer needed; the journal stays until published
         if p.name != "run.json":
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     pub.done.append((month, run_id, stage, input_dir))
     return run_id, True
+
+
+# Connections live in these small functions, not in _run_one_month's frame: a failure's traceback keeps that frame
+# (and a closed connection in it is still a DuckDB object alive at exit, issue 16.3).
+def _month_state(work: str, month: str) -> tuple[list[str], str | None, dict | None]:
+    """(loaded months, the upstream run, the month's last succeeded run) of the flow's copy of the database."""
+    if not Path(work).exists():
+        return [], None, None
+    con = store.connect(work, read_only=True)
+    try:
+        return store.loaded_months(con), store.upstream_run(con, month), store.last_succeeded(con, month)
+    finally:
+        con.close()
+
+
+def _begin_run(work: str, run: dict) -> None:
+    con = store.connect(work)
+    try:
+        store.begin_run(con, run)
+    finally:
+        con.close()
 
 
 def _committed(work: str, run_id: str) -> bool:
@@ -839,6 +859,7 @@ def month_flow(month: str, input_dir: str, db: str, force: bool = False, shards:
     shards/fan_out: adjudicate_step."""
     with writer_lock(db):
         later = _later_loaded(db, month)
+        progress.plan([month, *[m for m, _ in later]])
         with publication(db, in_place) as pub:  # the month and its cascade are published together
             run_id, changed = _run_one_month(month, input_dir, pub, "user", force, shards, fan_out)
             run_ids = [run_id]
@@ -858,6 +879,7 @@ def year_flow(year: int, input_dir: str, db: str, shards: int = 1, fan_out: bool
     months = sorted(p.name for p in Path(input_dir).glob(f"{year}-[01][0-9]") if p.is_dir() and MONTH_RE.match(p.name))
     if not months:
         raise RunError(f"no month folders {year}-MM under {input_dir}")
+    progress.plan(months)
     with writer_lock(db), publication(db, in_place) as pub:  # the year's months are published together
         return [_run_one_month(m, input_dir, pub, f"year {year}", False, shards, fan_out)[0] for m in months]
 

@@ -53,6 +53,7 @@ RELATION_LABEL = {"in_county": "县域内", "out_of_county_in_province": "县域
 IDENTITY_GROUP_LABEL = {
     "s1": "S1 特困/孤儿/低保/返贫致贫", "s2": "S2 低保边缘/监测对象/因病致贫/其他困难",
     "s3": "S3 重度残疾/严重精神障碍/计生特殊/脱贫/优抚", "ordinary": "普通居民", "employee": "职工",
+    "resident": "居民 (襄阳, 不分身份类别)",
     "unknown": "未知(无身份快照)",
 }
 # Chinese labels of the column codes used in exports (shown above the codes in xlsx, in html headers).
@@ -146,6 +147,9 @@ def period_text(year: int | None, month: str | None) -> str:
 
 # ---------------------------------------------------------------- cell values
 
+PLAIN_INTEGERS = {"year", "rank", "birth_year", "source_row", "seq", "months", "babies", "gestation_months"}
+
+
 def neutralise(text: str) -> str:
     """A text cell that a spreadsheet would read as a formula gets a leading apostrophe (OWASP)."""
     return "'" + text if text.startswith(FORMULA_START) else text
@@ -236,11 +240,12 @@ def write_xlsx(tables: list[Table], out: Path | str) -> None:
         money_f = wb.add_format({"num_format": "#,##0.00"})
         ratio_f = wb.add_format({"num_format": "0.00%"})
         int_f = wb.add_format({"num_format": "#,##0"})
+        plain_f = wb.add_format({"num_format": "0"})
         date_f = wb.add_format({"num_format": "yyyy-mm-dd"})
         time_f = wb.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
         for t in tables:
             ws = wb.add_worksheet(t.name[:31])
-            ws.write_string(0, 0, neutralise(t.title), title_f)
+            ws.write_string(0, 0, t.title, title_f)  # a string cell: no formula risk in xlsx (csv keeps it)
             cols = list(t.df.columns)
             for j, c in enumerate(cols):
                 ws.write_string(1, j, t.label(c), label_f)
@@ -257,8 +262,8 @@ def write_xlsx(tables: list[Table], out: Path | str) -> None:
                         ws.write_number(i, j, float(v), ratio_f)
                     elif isinstance(v, bool):
                         ws.write_boolean(i, j, v)
-                    elif isinstance(v, int):
-                        ws.write_number(i, j, v, int_f)
+                    elif isinstance(v, int):  # a year or a rank is not a quantity: no thousands separator
+                        ws.write_number(i, j, v, plain_f if c in PLAIN_INTEGERS else int_f)
                     elif isinstance(v, float | Decimal):
                         ws.write_number(i, j, float(v))
                     elif isinstance(v, dt.datetime):
@@ -266,7 +271,7 @@ def write_xlsx(tables: list[Table], out: Path | str) -> None:
                     elif isinstance(v, dt.date):
                         ws.write_datetime(i, j, dt.datetime.combine(v, dt.time()), date_f)
                     else:
-                        ws.write_string(i, j, neutralise(str(v)))
+                        ws.write_string(i, j, str(v))  # written as a string: never read as a formula
             ws.freeze_panes(3, 0)
             if cols:
                 ws.autofilter(2, 0, 2 + t.df.height, len(cols) - 1)
@@ -449,6 +454,27 @@ def write_person_snapshot(con: duckdb.DuckDBPyConnection, snapshot: pl.DataFrame
 
 # ---------------------------------------------------------------- audit: out-of-scope (POLICY §3.10)
 
+def institution_name(con: duckdb.DuckDBPyConnection, code: str = "fixmedins_code") -> str:
+    """SQL for the name of the institution whose code is the column `code` (DATA.md §4 `institutions`, written by
+    every run): the one place reports, audits and what-if tables put names beside codes (issue 16.6)."""
+    if not has_table(con, "institutions"):
+        return "CAST(NULL AS VARCHAR)"
+    return f"(SELECT any_value(i.fixmedins_name) FROM institutions i WHERE i.fixmedins_code = {code})"
+
+
+def with_names(con: duckdb.DuckDBPyConnection, columns: str = "*", code: str = "fixmedins_code") -> str:
+    """A select list: `code`, its institution's name, then the other columns (`*` or a comma-separated list)."""
+    if columns.strip() == "*":
+        return f"{code}, {institution_name(con, code)} AS fixmedins_name, * EXCLUDE ({code})"
+    rest = [c.strip() for c in columns.split(",") if c.strip()]
+    out = []
+    for c in rest:
+        out.append(c)
+        if c == code:
+            out.append(f"{institution_name(con, code)} AS fixmedins_name")
+    return ", ".join(out)
+
+
 STAY_COLUMNS = ("month, setl_id, mdtrt_id, psn_no, psn_name_masked, certno_masked, fixmedins_code, hosp_lv, "
                 "relation, in_city, ledger, setl_time, total_amt, fulamt_ownpay_amt, overlmt_selfpay, "
                 "out_of_scope_amt, out_of_scope_ratio, limit_rate, violation, excess_amt, excess_to_institution, "
@@ -459,19 +485,19 @@ def out_of_scope_audit(con: duckdb.DuckDBPyConnection, year: int | None = None, 
                        ) -> dict[str, Table]:
     cond, params = period_filter(year, month)
     when = period_text(year, month)
-    by_inst = query(con, f"SELECT * FROM v_out_of_scope_by_institution WHERE {cond} "
+    by_inst = query(con, f"SELECT {with_names(con)} FROM v_out_of_scope_by_institution WHERE {cond} "
                          "ORDER BY excess_amt DESC, violations DESC, fixmedins_code, month", params,
                     "按机构 by institution", f"政策范围外费用控制 §3.10 — by institution and month, {when}")
-    violations = query(con, f"SELECT {STAY_COLUMNS} FROM v_out_of_scope_stays WHERE {cond} AND violation "
+    violations = query(con, f"SELECT {with_names(con, STAY_COLUMNS)} FROM v_out_of_scope_stays WHERE {cond} AND violation "
                             "ORDER BY month, fixmedins_code, setl_time, setl_id", params,
                        "超标住院 violations", f"rural low-income stays over their limit, {when}")
-    stays = query(con, f"SELECT {STAY_COLUMNS} FROM v_out_of_scope_stays WHERE {cond} "
+    stays = query(con, f"SELECT {with_names(con, STAY_COLUMNS)} FROM v_out_of_scope_stays WHERE {cond} "
                        "ORDER BY month, fixmedins_code, setl_time, setl_id", params,
                   "全部住院 stays", f"every rural low-income stay, {when}")
     return {"by_institution": by_inst, "violations": violations, "stays": stays}
 
 
-TERMINAL_STAY_COLUMNS = ["month", "fixmedins_code", "setl_id", "psn_no", "psn_name_masked", "relation", "hosp_lv",
+TERMINAL_STAY_COLUMNS = ["month", "fixmedins_code", "fixmedins_name", "setl_id", "psn_no", "psn_name_masked", "relation", "hosp_lv",
                          "total_amt", "out_of_scope_amt", "out_of_scope_ratio", "limit_rate", "excess_amt",
                          "hosp_part_amt", "reversed"]
 
@@ -501,7 +527,8 @@ def discrepancy_audit(con: duckdb.DuckDBPyConnection, year: int | None = None, m
     cond, params = period_filter(year, month)
     when = period_text(year, month)
     summary = query(con, f"""
-        SELECT fixmedins_code, fund, any_value(fl.fund_label) AS fund_label, count(DISTINCT setl_id) AS settlements,
+        SELECT fixmedins_code, {institution_name(con)} AS fixmedins_name, fund, any_value(fl.fund_label) AS fund_label,
+          count(DISTINCT setl_id) AS settlements,
           CAST(sum(reported_amt) AS DECIMAL(18,2)) AS reported_amt,
           CAST(sum(adjudicated_amt) AS DECIMAL(18,2)) AS adjudicated_amt,
           CAST(sum(difference) AS DECIMAL(18,2)) AS difference,
@@ -514,11 +541,12 @@ def discrepancy_audit(con: duckdb.DuckDBPyConnection, year: int | None = None, m
         ORDER BY abs_difference DESC, fixmedins_code, fund""", params,
                     "按机构和基金 summary", f"上报与核算差异 — by institution and fund, {when}")
     by_inst = query(con, f"""
-        SELECT fixmedins_code, count(*) AS reported_settlements, count(*) FILTER (WHERE differs) AS differing_settlements
+        SELECT fixmedins_code, {institution_name(con)} AS fixmedins_name, count(*) AS reported_settlements,
+          count(*) FILTER (WHERE differs) AS differing_settlements
         FROM v_reported_vs_adjudicated WHERE {cond}
         GROUP BY fixmedins_code ORDER BY differing_settlements DESC, fixmedins_code""", params,
                     "按机构 institutions", f"settlements with reported amounts, {when}")
-    detail = query(con, f"SELECT * FROM v_discrepancies WHERE {cond} "
+    detail = query(con, f"SELECT {with_names(con)} FROM v_discrepancies WHERE {cond} "
                         "ORDER BY fixmedins_code, month, setl_time, setl_id, fund", params,
                    "差异明细 detail", f"every settlement × fund whose reported amount differs, {when}")
     return {"summary": summary, "institutions": by_inst, "detail": detail}
@@ -582,12 +610,10 @@ def fund_expenditure(con: duckdb.DuckDBPyConnection, year: int, month: str | Non
     labels = dict(IDENTITY_GROUP_LABEL)
     by_group = grouped("identity_group", "identity_group_label", labels, "按身份类别 by identity group",
                        "基金支出 — by identity group", join=join, expr=expr)
-    name_join = ("LEFT JOIN institutions i ON i.fixmedins_code = a.fixmedins_code"
-                 if has_table(con, "institutions") and "fixmedins_name" in columns_of(con, "institutions") else "")
-    name_col = "any_value(i.fixmedins_name) AS fixmedins_name, " if name_join else ""
     top = query(con, f"SELECT row_number() OVER (ORDER BY sum(a.fund_pay_sumamt) DESC, a.fixmedins_code) AS rank, "
-                     f"a.fixmedins_code, {name_col}any_value(a.hosp_lv) AS hosp_lv, {SUMS} "
-                     f"{base.format(join=name_join)} GROUP BY a.fixmedins_code "
+                     f"a.fixmedins_code, any_value({institution_name(con, 'a.fixmedins_code')}) AS fixmedins_name, "
+                     f"any_value(a.hosp_lv) AS hosp_lv, {SUMS} "
+                     f"{base.format(join='')} GROUP BY a.fixmedins_code "
                      "ORDER BY rank LIMIT 20", params,
                 "前20机构 top institutions", f"基金支出 — top 20 institutions by fund payments, {when}")
     by_level_month = query(con, f"SELECT a.month, coalesce(a.hosp_lv, 'unknown') AS hosp_lv, "
@@ -666,6 +692,20 @@ def _e(s: Any) -> str:
     return html.escape(str(s), quote=True)
 
 
+# Chinese needs a CJK font the page cannot bring (it is one offline file): the usual ones of each system, in order —
+# macOS, Windows, Linux (Noto / Source Han / WenQuanYi), then any sans-serif.
+CJK_FONTS = ("'PingFang SC','Hiragino Sans GB','Microsoft YaHei','SimHei','Noto Sans CJK SC','Source Han Sans SC',"
+             "'WenQuanYi Micro Hei','Droid Sans Fallback',sans-serif")
+
+
+def axis_label(cat: str, n: int) -> str:
+    """A category label that fits its slot: with more than six months, `2025-03` is written `3月` (the year is in
+    the title), so twelve labels do not overlap."""
+    if n > 6 and re.fullmatch(r"[0-9]{4}-[0-9]{2}", cat):
+        return f"{int(cat[5:])}月"
+    return cat
+
+
 def svg_stacked_bars(title: str, categories: list[str], series: list[tuple[str, list[int]]], unit: str = "元") -> str:
     """Stacked bars of fen values per category: positives stack up from 0, negatives (reversals) down."""
     w, h, left, right, top, bottom = 820, 340, 90, 230, 40, 50
@@ -707,7 +747,8 @@ def svg_stacked_bars(title: str, categories: list[str], series: list[tuple[str, 
             out.append(f'<rect x="{x:.1f}" y="{y1:.1f}" width="{bw:.1f}" height="{y2 - y1:.1f}" '
                        f'fill="{PALETTE[s % len(PALETTE)]}"><title>{_e(cat)} {_e(name)}: {_e(yuan(v))} {unit}'
                        f"</title></rect>")
-        out.append(f'<text x="{x + bw / 2:.1f}" y="{top + ph + 18}" font-size="11" text-anchor="middle">{_e(cat)}</text>')
+        out.append(f'<text x="{x + bw / 2:.1f}" y="{top + ph + 18}" font-size="11" text-anchor="middle">'
+                   f"{_e(axis_label(cat, n_cat))}</text>")
     for s, (name, _) in enumerate(series):
         y = top + 10 + 20 * s
         out.append(f'<rect x="{left + pw + 15}" y="{y}" width="12" height="12" fill="{PALETTE[s % len(PALETTE)]}"/>')
@@ -749,7 +790,7 @@ def svg_ratio_line(title: str, categories: list[str], ratios: list[Decimal | Non
         out.append(f'<text x="{x:.1f}" y="{y - 8:.1f}" font-size="11" text-anchor="middle">{_e(percent(r))}</text>')
     for i, c in enumerate(categories):
         out.append(f'<text x="{left + pw * (i + 0.5) / n:.1f}" y="{top + ph + 18}" font-size="11" '
-                   f'text-anchor="middle">{_e(c)}</text>')
+                   f'text-anchor="middle">{_e(axis_label(c, len(categories)))}</text>')
     out.append("</svg>")
     return "\n".join(out)
 
@@ -828,7 +869,7 @@ def render_html(r: FundReport) -> str:
 
 def html_page(title: str, notes: list[tuple[str, str]], sections: list[tuple[str, str]]) -> str:
     """One self-contained page: a title, the notes as a definition list, then (heading, html) sections."""
-    css = ("body{font-family:'Noto Sans CJK SC','Microsoft YaHei',sans-serif;margin:24px;color:#222}"
+    css = (f"body{{font-family:{CJK_FONTS};margin:24px;color:#222}}svg text{{font-family:{CJK_FONTS}}}"
            "table{border-collapse:collapse;margin:8px 0 24px;font-size:13px}"
            "th,td{border:1px solid #ccc;padding:3px 8px}th{background:#DDEBF7;vertical-align:bottom}"
            "th code{color:#666;font-weight:normal;font-size:11px}td.num{text-align:right}"

@@ -88,6 +88,37 @@ class Shell:
             print(f"unknown command {line.strip()!r}: .help lists them", file=self.out)
         return True
 
+    def loop(self, read, keep_going: bool) -> None:
+        """Lines from read(more) (EOFError at the end): dot commands, and statements ended by ';'. keep_going: an
+        interactive session prints a failing statement's error and goes on; piped input stops at it."""
+        buffer: list[str] = []
+        while True:
+            try:
+                line = read(bool(buffer))
+            except EOFError:
+                break
+            except KeyboardInterrupt:
+                print(file=self.out)
+                buffer = []
+                continue
+            if not buffer and line.strip().startswith("."):
+                if not self.command(line):
+                    break
+                continue
+            buffer.append(line)
+            text = "\n".join(buffer).strip()
+            if not text or not text.endswith(";"):
+                continue
+            buffer = []
+            try:
+                self.run_text(text)
+            except (SqlError, OSError) as e:
+                if not keep_going:
+                    raise
+                print(f"error: {e}", file=self.out)
+        if buffer and "\n".join(buffer).strip():
+            self.run_text("\n".join(buffer))  # a last statement without its ';'
+
     def interact(self) -> None:
         history = Path(os.environ.get("YIBAO_SQL_HISTORY", Path.home() / ".yibao_sql_history"))
         try:
@@ -98,31 +129,9 @@ class Shell:
         except (ImportError, OSError):
             readline = None  # type: ignore[assignment]
         print(f"yibao sql — {self.db.resolve()} (read-only). .help for commands, Ctrl-D to quit.", file=self.out)
-        buffer: list[str] = []
         try:
-            while True:
-                try:
-                    line = input("   ...> " if buffer else "yibao> ")
-                except EOFError:
-                    print(file=self.out)
-                    break
-                except KeyboardInterrupt:
-                    print(file=self.out)
-                    buffer = []
-                    continue
-                if not buffer and line.strip().startswith("."):
-                    if not self.command(line):
-                        break
-                    continue
-                buffer.append(line)
-                text = "\n".join(buffer).strip()
-                if not text or not text.endswith(";"):
-                    continue
-                buffer = []
-                try:
-                    self.run_text(text)
-                except (SqlError, OSError) as e:
-                    print(f"error: {e}", file=self.out)
+            self.loop(lambda more: input("   ...> " if more else "yibao> "), keep_going=True)
+            print(file=self.out)
         finally:
             if readline is not None:
                 try:
@@ -199,8 +208,15 @@ def main(db: Path, file: Path | None, command: str | None, fmt: str, compatible_
             shell.run_text(Path(file).read_text(encoding="utf-8"), str(file))
         elif sys.stdin.isatty():
             shell.interact()
-        else:  # queries piped in
-            shell.run_text(sys.stdin.read(), "stdin")
+        else:  # statements and dot commands piped in
+            lines = iter(sys.stdin.read().splitlines())
+
+            def read(_more: bool) -> str:
+                try:
+                    return next(lines)
+                except StopIteration:
+                    raise EOFError from None
+            shell.loop(read, keep_going=False)
     finally:
         shell.close()
     return 0

@@ -91,6 +91,11 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         fixmedins_type VARCHAR, dedc_hosp_lv VARCHAR, admdvs VARCHAR"""),
 }
 
+# DATA.md §4: the institution register as of the latest run (names for reports: flows/reports.institution_name)
+TABLES["institutions"] = _cols("""run_id VARCHAR, fixmedins_code VARCHAR, fixmedins_name VARCHAR,
+    fixmedins_type VARCHAR, dedc_hosp_lv VARCHAR, facility VARCHAR, admdvs VARCHAR,
+    offsite_outpatient_enabled BOOLEAN""")
+
 # What-if scenarios (issue 8, flows/whatif.py): a scenario's results sit beside the baseline's, keyed by the
 # scenario's name, never in the baseline's tables. One row per scenario; overrides, baseline_runs and registers
 # are JSON; months (YYYY-MM,…) are the baseline months re-adjudicated, missing_months those of the year not loaded.
@@ -344,6 +349,21 @@ def write_month(con: duckdb.DuckDBPyConnection, run_id: str, month: str, frames:
 def has_opening(con: duckdb.DuckDBPyConnection, month: str) -> bool:
     """Whether an opening state (POLICY §1.13) is stored as the state at the end of `month`, a month not loaded."""
     return con.execute("SELECT count(*) FROM accumulators WHERE month = ?", [month]).fetchone()[0] > 0
+
+
+def write_institutions(con: duckdb.DuckDBPyConnection, institutions: pl.DataFrame, run_id: str | None) -> None:
+    """Replace the `institutions` table with the register as the run read it (one transaction)."""
+    df = institutions.with_columns(pl.lit(run_id, pl.String).alias("run_id"))
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("DELETE FROM institutions")
+        con.register("__inst", df)
+        con.execute(_insert_select(con, "institutions", "__inst", set(df.columns)))
+        con.unregister("__inst")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 def run_counts(record: dict) -> dict:

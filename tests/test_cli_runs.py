@@ -35,6 +35,11 @@ def q(db: Path, sql: str, params=None) -> list[tuple]:
         con.close()
 
 
+def summary(p) -> list[str]:
+    """stdout without the progress lines ('… month stage: …', issue 16.4: plain lines when output is a file)."""
+    return [ln for ln in p.stdout.splitlines() if not ln.startswith("… ")]
+
+
 def stderr_lines(p) -> list[str]:
     return [ln for ln in p.stderr.splitlines() if ln.strip()]
 
@@ -57,7 +62,13 @@ def test_a_month_run_prints_rows_read_accepted_rejected_per_file(january, bureau
     # the sample injected 2 invalid rows into January, both in the hospital file: MISSING_REQUIRED and BAD_VALUE
     assert sorted((r["file"], r["reason"]) for r in injected) == [
         ("2025-01/hospital_settlements.csv", "BAD_VALUE"), ("2025-01/hospital_settlements.csv", "MISSING_REQUIRED")]
-    lines = p.stdout.splitlines()
+    # progress (issue 16.4), plain lines as the output is a file: each stage of the month, then the month written
+    progress = [ln.split(" [")[0] for ln in p.stdout.splitlines() if ln.startswith("… ")]
+    assert progress[:3] == ["… 2025-01 reading and validating: registers and settlement files",
+                            f"… 2025-01 adjudicating: {hosp + pharm - 2:,} lines accepted of {hosp + pharm:,} read",
+                            "… 2025-01 writing: results into the database"]
+    assert progress[3].startswith(f"… 2025-01 written: {hosp + pharm - 2:,} lines in ")
+    lines = summary(p)
     run_id = q(db, "SELECT run_id FROM runs WHERE month = '2025-01'")[0][0]
     # rows read = every data row of both files; accepted = read − the 2 injected
     assert lines[0] == (f"2025-01: succeeded (run {run_id}) — {hosp + pharm:,} rows read = {hosp + pharm - 2:,} "
@@ -131,7 +142,7 @@ def test_a_spreadsheet_resaved_file_is_read(february):
                        _spreadsheet)
     p = yibao(["run", "--month", "2025-02", "--input", str(root), "--db", str(db)])
     assert p.returncode == 0, p.stderr
-    assert f"  2025-02/pharmacy_settlements.csv: {n:,} read, {n:,} accepted, 0 rejected" in p.stdout.splitlines()
+    assert f"  2025-02/pharmacy_settlements.csv: {n:,} read, {n:,} accepted, 0 rejected" in summary(p)
 
 
 def test_an_empty_month_folder_is_refused_with_a_runs_row(february):
@@ -175,10 +186,10 @@ def test_register_rows_rejected_and_warnings_are_counted(february):
     frame.write_csv(root / "reference/employment.csv")
     p = yibao(["run", "--month", "2025-02", "--input", str(root), "--db", str(db)])
     assert p.returncode == 0, p.stderr
-    head = p.stdout.splitlines()[0]
+    head = summary(p)[0]
     assert head.endswith("; registers: 0 rows rejected, 1 warnings (POLICY §1.14)")
     assert (f"  reference/employment.csv: {frame.height:,} read, {frame.height:,} accepted, 0 rejected, 1 warnings"
-            in p.stdout.splitlines())
+            in summary(p))
     assert q(db, "SELECT warnings FROM runs WHERE month = '2025-02' AND status = 'succeeded'") == [(1,)]
 
 
@@ -232,3 +243,51 @@ def test_sql_compatible_copy_is_written_in_v1_storage(january, tmp_path):
         assert con.execute("SELECT count(*) FROM runs").fetchone() == (1,)
     finally:
         con.close()
+
+
+# ------------------------------------------------------------------------------------------- names (16.6)
+def test_reports_show_institution_names_beside_codes(january, bureau, tmp_path):
+    """DATA.md §4 `institutions`: the register as the run read it; the fund-expenditure report's top institution
+    carries the name the register gives its code."""
+    db, _ = january
+    reg = bureau / "reference" / ("institutions.csv" if (bureau / "reference/institutions.csv").exists()
+                                  else "institutions.parquet")
+    if reg.suffix == ".csv":  # UTF-8 or GB18030 (DATA.md §1)
+        data = reg.read_bytes()
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            text = data.decode("gb18030")
+        names = {r["fixmedins_code"]: r["fixmedins_name"] for r in csv.DictReader(text.splitlines())}
+    else:
+        frame = pl.read_parquet(reg)
+        names = dict(zip(frame["fixmedins_code"].cast(pl.String), frame["fixmedins_name"].cast(pl.String),
+                         strict=True))
+    assert q(db, "SELECT count(*) FROM institutions") == [(len(names),)]
+    top = q(db, "SELECT fixmedins_code FROM adjudicated GROUP BY 1 ORDER BY sum(fund_pay_sumamt) DESC, 1 LIMIT 1")[0][0]
+    out = tmp_path / "f.html"
+    p = yibao(["report", "fund-expenditure", "--year", "2025", "--format", "html", "--out", str(out), "--db", str(db)])
+    assert p.returncode == 0, p.stderr
+    html = out.read_text(encoding="utf-8")
+    assert top in html and names[top] in html
+
+
+def test_a_failed_flow_run_outside_the_cli_leaves_no_duckdb_object_alive(february):
+    """Issue 16.3, the `yibao serve` case: a flow run that fails inside a process yibao's CLI does not end (Prefect's
+    runner) keeps its exception in the flow-run state; nothing of DuckDB may stay alive with it, or the bindings
+    print `nanobind: leaked …` at exit."""
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+    root, db = february
+    _rewrite_dates(root / "2025-02/pharmacy_settlements.parquet", root / "2025-02/pharmacy_settlements.csv",
+                   _day_first)
+    code = ("from flows.monthly import month_flow\n"
+            f"state = month_flow('2025-02', {str(root)!r}, {str(db)!r}, return_state=True)\n"
+            "print(state.type.value)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                       env={**__import__("os").environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+                            "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL"})
+    assert p.stdout.strip() == "FAILED"
+    assert "nanobind" not in p.stderr
