@@ -439,15 +439,17 @@ def known_settlements(con: duckdb.DuckDBPyConnection, month: str, ids: list[str]
     """Settlements of earlier months (setl_id, psn_no, orig_setl_id, the five amounts); with `ids` (the month's
     setl_id and orig_setl_id values) only the rows validation can match: those ids as setl_id or orig_setl_id."""
     # POLICY §1.12: the stay a line belongs to, and whether a stored stay line merged it (REVERSAL_AFTER_MERGE)
+    # (a stay line of an earlier month only: a rerun of month M must not see the later months still stored)
     merged = ("EXISTS (SELECT 1 FROM adjudicated a WHERE a.psn_no = s.psn_no AND a.mdtrt_id = s.mdtrt_id"
-              " AND list_contains(string_split(a.merged_setl_ids, ','), s.setl_id)) AS merged")
+              " AND a.month < s_month.m AND list_contains(string_split(a.merged_setl_ids, ','), s.setl_id)) AS merged")
     cols = ("s.setl_id, s.psn_no, s.orig_setl_id, medfee_sumamt, fulamt_ownpay_amt, overlmt_selfpay, cls_a_amt, "
             f"cls_b_amt, s.mdtrt_id, s.med_type, s.setl_time, s.is_emergency_rescue, {merged}")
+    src = "settlements s, (SELECT ?::VARCHAR AS m) s_month"
     if ids is None:
-        return fetch_fen(con, f"SELECT {cols} FROM settlements s WHERE month < ?", [month])
+        return fetch_fen(con, f"SELECT {cols} FROM {src} WHERE s.month < s_month.m", [month])
     con.register("__ids", pl.DataFrame({"id": ids}, schema={"id": pl.String}).unique())
     try:
-        return fetch_fen(con, f"SELECT {cols} FROM settlements s WHERE month < ? AND (s.setl_id IN (FROM __ids)"
+        return fetch_fen(con, f"SELECT {cols} FROM {src} WHERE s.month < s_month.m AND (s.setl_id IN (FROM __ids)"
                               " OR s.orig_setl_id IN (FROM __ids))", [month])
     finally:
         con.unregister("__ids")

@@ -18,7 +18,8 @@ one year (the key is psn_no, year, mdtrt_id):
          dropped. The settling line keeps its own total cost (medfee_sumamt and the amounts it was billed);
          its in-scope cost, pre-self-pay, deductible and rate columns are those of the merged stay (DATA.md §4:
          the hifp_pay bound of such a line is the merged stay's in-scope cost); `merged_setl_ids` names the
-         emergency lines it merged.
+         emergency lines it merged. Only the in-catalogue cost is merged: out-of-catalogue and over-limit amounts
+         enter no fund, and §3.10 judges the out-of-scope share on each settlement line's own amounts.
   - a 13 settled after the settling line (same key) is a line of that stay (`after_stay_line`: ledger
     inpatient, shares the per-stay deductible);
   - a 13 in another year than the stay line is not merged (the key has the year);
@@ -42,8 +43,12 @@ from transforms.params import in_dated_list
 STAY_LINE_TYPES = ["21", "22", "24"]
 EMERGENCY = "13"
 KEY = ["psn_no", "year", "mdtrt_id"]
-# The amounts a settling line is adjudicated on: its own plus its emergency lines' (DATA.md §2).
-MERGED_AMOUNTS = ["medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "cls_a_amt", "cls_b_amt"]
+# The in-catalogue amounts a settling line is adjudicated on: its own plus its emergency lines' (DATA.md §2). Its
+# out-of-catalogue and over-limit amounts and its total stay its own: they enter no fund, and §3.10 judges the
+# out-of-scope share per settlement line, on its own amounts.
+MERGED_AMOUNTS = ["cls_a_amt", "cls_b_amt"]
+# A give-back row negates every amount, as a reversal does (§1.7).
+AMOUNTS = ["medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "cls_a_amt", "cls_b_amt"]
 # What the settling line pays: what the merged stay is owed minus what the emergency lines were paid (A-31).
 FOLDED = ["hifp_pay", "hifmi_pay", "maf_pay", "maf_tilt_pay", "hosp_part_amt"]
 REPORTED = ["hifp_pay", "hifmi_pay", "maf_pay", "acct_pay", "acct_mulaid_pay", "psn_cash_pay"]
@@ -152,7 +157,7 @@ def expand(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], policies: Po
         after.fill_null(False).alias("after_stay_line"),
         pl.lit(False).alias("merge_give_back"), pl.lit(None, pl.String).alias("merged_setl_ids"),
         pl.col("setl_id").alias("__sort_id"), pl.lit(1, pl.Int8).alias("__sort_sub"),
-        *[pl.col(c).alias(f"own_{c}") for c in MERGED_AMOUNTS])
+        pl.lit(None, pl.Int64).alias("merged_medfee_sumamt"), *[pl.col(c).alias(f"own_{c}") for c in MERGED_AMOUNTS])
     pairs = p.filter(pl.col("emergency_id").is_not_null()).select("emergency_id", "settling_id")
     if pairs.height == 0:
         return base, None
@@ -172,21 +177,24 @@ def expand(lines: pl.DataFrame, registers: dict[str, pl.DataFrame], policies: Po
             .with_columns(pl.col("setl_id").alias("orig_setl_id"),
                           (pl.col("setl_id") + pl.lit(">") + pl.col("settling_id")).alias("setl_id"),
                           pl.col("__s_time").alias("setl_time"),
-                          *[(-pl.col(c)).alias(c) for c in MERGED_AMOUNTS],
+                          *[(-pl.col(c)).alias(c) for c in AMOUNTS],
                           *[pl.lit(None, lines.schema[c]).alias(c) for c in REPORTED if c in lines.columns]))
     if "month" in lines.columns:
         give = give.with_columns(pl.col("setl_time").dt.strftime("%Y-%m").alias("month"))
     sums = (in_batch.group_by("settling_id")
-            .agg(*[pl.col(c).sum().alias(f"__add_{c}") for c in MERGED_AMOUNTS],
+            .agg(*[pl.col(c).sum().alias(f"__add_{c}") for c in AMOUNTS],
                  pl.col("setl_id").sort().str.join(",").alias("__ids")))
-    base = base.join(sums.rename({"settling_id": "setl_id"}), on="setl_id", how="left", maintain_order="left")
+    base = base.drop("merged_medfee_sumamt").join(sums.rename({"settling_id": "setl_id"}), on="setl_id", how="left",
+                                                  maintain_order="left")
     base = base.with_columns(
         *[(pl.col(c) + pl.col(f"__add_{c}").fill_null(0)).alias(c) for c in MERGED_AMOUNTS],
-        pl.col("__ids").alias("merged_setl_ids")).drop([f"__add_{c}" for c in MERGED_AMOUNTS] + ["__ids"])
+        (pl.col("medfee_sumamt") + pl.col("__add_medfee_sumamt")).alias("merged_medfee_sumamt"),
+        pl.col("__ids").alias("merged_setl_ids")).drop([f"__add_{c}" for c in AMOUNTS] + ["__ids"])
     give = give.with_columns(
         pl.lit(False).alias("after_stay_line"), pl.lit(True).alias("merge_give_back"),
         pl.lit(None, pl.String).alias("merged_setl_ids"), pl.col("settling_id").alias("__sort_id"),
-        pl.lit(0, pl.Int8).alias("__sort_sub"), *[pl.col(c).alias(f"own_{c}") for c in MERGED_AMOUNTS])
+        pl.lit(0, pl.Int8).alias("__sort_sub"), pl.lit(None, pl.Int64).alias("merged_medfee_sumamt"),
+        *[pl.col(c).alias(f"own_{c}") for c in MERGED_AMOUNTS])
     out = pl.concat([base, give.select(base.columns)], how="vertical_relaxed")
     return out, stored
 
@@ -196,15 +204,14 @@ def fold(df: pl.DataFrame) -> pl.DataFrame:
     emergency lines' payments negated); it keeps its own billed amounts; the give-back rows are dropped."""
     give = df.filter(pl.col("merge_give_back"))
     if give.height == 0:
-        return df.with_columns([pl.lit(None, pl.Int64).alias(f"merged_{c}") for c in ("medfee_sumamt", *FOLDED)])
+        return df.with_columns([pl.lit(None, pl.Int64).alias(f"merged_{c}") for c in FOLDED])
     back = (give.group_by(pl.col("__sort_id").alias("setl_id"))
             .agg(*[pl.col(c).sum().alias(f"__back_{c}") for c in FOLDED]))
     df = df.filter(~pl.col("merge_give_back")).join(back, on="setl_id", how="left", maintain_order="left")
     merged = pl.col("merged_setl_ids").is_not_null()
     df = df.with_columns(
-        *[pl.when(merged).then(pl.col(c)).otherwise(None).alias(f"merged_{c}") for c in ("medfee_sumamt", *FOLDED)],
-        *[(pl.col(c) + pl.col(f"__back_{c}").fill_null(0)).alias(c) for c in FOLDED],
-        pl.col("own_medfee_sumamt").alias("medfee_sumamt"))
+        *[pl.when(merged).then(pl.col(c)).otherwise(None).alias(f"merged_{c}") for c in FOLDED],
+        *[(pl.col(c) + pl.col(f"__back_{c}").fill_null(0)).alias(c) for c in FOLDED])
     df = df.with_columns(
         (pl.col("hifp_pay") + pl.col("hifmi_pay") + pl.col("maf_pay") + pl.col("maf_tilt_pay")).alias("fund_pay_sumamt"))
     df = df.with_columns((pl.col("medfee_sumamt") - pl.col("fund_pay_sumamt") - pl.col("hosp_part_amt"))
@@ -228,7 +235,9 @@ def finish(df: pl.DataFrame) -> pl.DataFrame:
         parts += [pl.lit(f", {name} owed "), y(pl.col(f"merged_{c}")), pl.lit(" − paid before "),
                   y(pl.col(f"merged_{c}") - pl.col(c)), pl.lit(" = "), y(pl.col(c))]
     text = when_text(m, "merged stay with emergency lines ", pl.col("merged_setl_ids"), " (POLICY §1.12, A-31): "
-                     "adjudicated on their cost together, total ", y(pl.col("merged_medfee_sumamt")), *parts)
+                     "adjudicated on their in-catalogue cost together (class A ", y(pl.col("cls_a_amt")), ", class B ",
+                     y(pl.col("cls_b_amt")), "; total cost of the stay so far ", y(pl.col("merged_medfee_sumamt")), ")",
+                     *parts)
     code = code_if(recovered(), "EMERGENCY_MERGED")
     df = df.with_columns(
         pl.when(code.is_null()).then(pl.col("reason_codes"))

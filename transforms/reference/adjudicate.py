@@ -205,7 +205,9 @@ def _funds(lines: list[dict], registers: dict[str, list[dict]], policies: Polici
     return out, state
 
 
-MERGED_AMOUNTS = ("medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "cls_a_amt", "cls_b_amt")
+AMOUNTS = ("medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "cls_a_amt", "cls_b_amt")
+# the in-catalogue cost is merged; §3.10 judges each settlement line's out-of-scope share on its own amounts
+MERGED_AMOUNTS = ("cls_a_amt", "cls_b_amt")
 FOLDED = ("hifp_pay", "hifmi_pay", "maf_pay", "maf_tilt_pay", "hosp_part_amt")
 
 
@@ -228,7 +230,7 @@ def _settle(line: dict, emergencies: list[dict], context, done: dict) -> dict:
     back = dict.fromkeys(FOLDED, 0)
     for e in emergencies:
         give = {**e, "setl_time": line["setl_time"], "orig_setl_id": e["setl_id"], "setl_id": f"{e['setl_id']}>{line['setl_id']}"}
-        for k in MERGED_AMOUNTS:
+        for k in AMOUNTS:
             give[k] = -e[k]
         g = _one_line(context(give, False), done)
         for k in FOLDED:
@@ -241,7 +243,6 @@ def _settle(line: dict, emergencies: list[dict], context, done: dict) -> dict:
     r["merged_owed"] = {k: r[k] for k in FOLDED}
     for k in FOLDED:
         r[k] += back[k]
-    r["medfee_sumamt"] = line["medfee_sumamt"]
     return _finish(r)
 
 
