@@ -572,14 +572,15 @@ def persist(stage: str, db: str, month: str, run_id: str) -> str:
         "account_ledger": pl.read_parquet(stage_p / "account_ledger.parquet"),
         "account_month_end": pl.read_parquet(stage_p / "account_month_end.parquet"),
         "maternity_benefits": pl.read_parquet(stage_p / "maternity_benefits.parquet"),
-        "register_rejects": pl.read_parquet(stage_p / "register_rejects.parquet"),
         "violations": pl.read_parquet(stage_p / "violations.parquet"),
         "month_institutions": pl.read_parquet(stage_p / "month_institutions.parquet"),
     }
-    if (stage_p / "contributions.parquet").exists():  # absent when the stored year is unchanged
-        frames["contributions"] = pl.read_parquet(stage_p / "contributions.parquet")
-    if (stage_p / "opening_accumulators.parquet").exists():  # POLICY §1.13: the month started from it
-        frames["opening_accumulators"] = pl.read_parquet(stage_p / "opening_accumulators.parquet")
+    # Written only by some runs: register rejects by a month's ingest (not by a what-if scenario, which re-reads
+    # stored lines), contributions when the stored year changed, the opening state by a month that starts from it
+    # (POLICY §1.13).
+    for name in ("register_rejects", "contributions", "opening_accumulators"):
+        if (stage_p / f"{name}.parquet").exists():
+            frames[name] = pl.read_parquet(stage_p / f"{name}.parquet")
     record = json.loads((stage_p / "ingest.json").read_text())
     adj = json.loads((stage_p / "adjudicate.json").read_text())
     record.update(assumptions=adj["assumptions"], lines_adjudicated=adj["lines"],

@@ -174,7 +174,7 @@ def test_cli_audit_rules_and_report_clearing(loaded, bureau, tmp_path):
     r = _cli(["report", "clearing", "--month", "2025-09", "--format", "html", "--out", str(tmp_path / "x.html"),
               "--db", str(loaded)])
     assert r.returncode != 0
-    assert _user_lines(r.stderr) == ["yibao: LookupError: no adjudicated settlement in 2025-09"]
+    assert _user_lines(r.stderr) == ["yibao: no adjudicated settlement in 2025-09"]
 
 
 @pytest.mark.parametrize("fmt", ["xlsx", "html"])

@@ -1715,7 +1715,10 @@ def text_to_typed(df: pl.DataFrame, kinds: dict[str, str]) -> pl.DataFrame:
 # Invalid rows
 # --------------------------------------------------------------------------------------------------
 
-REASON_CODES = [c for c in REJECT_REASONS if c not in EVENT_ONLY_REASONS]  # settlement rows
+# Settlement rows; REVERSAL_AFTER_MERGE needs an emergency line merged into its stay before the reversal (POLICY
+# §1.12): not injected into a row on its own (tests/resident/test_merged_stays.py produces it).
+NOT_INJECTED = ("REVERSAL_AFTER_MERGE",)
+REASON_CODES = [c for c in REJECT_REASONS if c not in EVENT_ONLY_REASONS and c not in NOT_INJECTED]
 _ANY = {"MISSING_REQUIRED", "BAD_VALUE", "BAD_CODE", "AMOUNT_MISMATCH", "NEGATIVE_AMOUNT", "WRONG_MONTH",
         "UNKNOWN_PERSON", "UNKNOWN_INSTITUTION", "UNKNOWN_REVERSAL", "CERT_INVALID"}
 _AMOUNT_TEXT_COLS = ["medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "cls_a_amt", "cls_b_amt"]
