@@ -165,7 +165,8 @@ def test_a_gap_month_is_refused_with_a_runs_row_and_debug_shows_the_traceback(fe
                                "year-to-date state as of 2025-02-28 as reference/opening_accumulators (POLICY §1.13)"]
     assert q(db, "SELECT status, error FROM runs WHERE month = '2025-03'") == [
         ("refused", "2025-03 starts from the accumulators at the end of 2025-02, which is not loaded: run "
-                    "`yibao run --month 2025-02` first")]
+                    "`yibao run --month 2025-02` first, or, to start mid-year, load the year-to-date state as of "
+                    "2025-02-28 as reference/opening_accumulators (POLICY §1.13)")]
     p = yibao(["--debug", "run", "--month", "2025-03", "--input", str(root), "--db", str(db)])
     assert p.returncode == 1
     assert "Traceback (most recent call last)" in p.stderr and "RunRefused" in p.stderr
