@@ -477,8 +477,9 @@ def persist(stage: str, db: str, month: str, run_id: str) -> str:
         "account_ledger": pl.read_parquet(stage_p / "account_ledger.parquet"),
         "account_month_end": pl.read_parquet(stage_p / "account_month_end.parquet"),
         "maternity_benefits": pl.read_parquet(stage_p / "maternity_benefits.parquet"),
-        "register_rejects": pl.read_parquet(stage_p / "register_rejects.parquet"),
     }
+    if (stage_p / "register_rejects.parquet").exists():  # POLICY §1.14 (a what-if stage has none: flows/whatif.py)
+        frames["register_rejects"] = pl.read_parquet(stage_p / "register_rejects.parquet")
     if (stage_p / "contributions.parquet").exists():  # absent when the stored year is unchanged
         frames["contributions"] = pl.read_parquet(stage_p / "contributions.parquet")
     record = json.loads((stage_p / "ingest.json").read_text())
