@@ -293,3 +293,16 @@ def test_a_failed_flow_run_outside_the_cli_leaves_no_duckdb_object_alive(februar
                             "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL"})
     assert p.stdout.strip() == "FAILED"
     assert "nanobind" not in p.stderr
+
+
+def test_a_header_only_settlement_file_is_a_month_without_lines(february):
+    """DATA.md §5: a settlement file with its header and no row is not refused: the month is written, no lines."""
+    root, db = february
+    for f in (root / "2025-02").iterdir():
+        f.unlink()
+    header = (root / "2025-01/hospital_settlements.csv").read_text(encoding="utf-8-sig").splitlines()[0]
+    (root / "2025-02/hospital_settlements.csv").write_text(header + "\n", encoding="utf-8")
+    p = yibao(["run", "--month", "2025-02", "--input", str(root), "--db", str(db)])
+    assert p.returncode == 0, p.stderr
+    assert summary(p)[0].endswith("— 0 rows read = 0 accepted + 0 rejected")
+    assert q(db, "SELECT status FROM runs WHERE month = '2025-02'") == [("succeeded",)]
