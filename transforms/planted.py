@@ -18,8 +18,19 @@ hospital of the city; a day's visits beyond the second institution move to the d
   times the largest stay of its level and month (far above any robust cut), where that level and month has at least
   4 other stays (the rule wants 5 with the planted one).
 
-The institution-level rules need at least 5 institutions of a level with 5 stays each in one month; a sample of
-a few thousand persons has none, so they are not planted (their hand-built tests are in tests/test_supervision.py).
+The institution-level rules need at least 5 institutions of a level with 5 stays each in one month, which a sample
+of a few thousand persons never has by chance; so they are planted as one cluster (`cluster_amounts`), last:
+
+- institution_out_of_scope_ratio / institution_cost_per_stay: in one month (the first fitting (region, scheme,
+  month, county, level) in drawn order), 6 hospitals of one level in one county of the region's city, none with
+  a stay line of the region and scheme that month, get 5 new two-day stays each (30), for quiet persons of the
+  region and scheme (a line that month, no stay within 60 days of it, no case, no line outside their benefit
+  period), a person's stays at different hospitals 4 days apart (so no split admission, overlap or short stay);
+  the row is a copy of an in-city one-line stay of the region and scheme with the person's own psn_no, insutype
+  and name. Designed amounts: the first hospital's out-of-scope share is 60 % against its peers' 11–15 %, the
+  second's cost per stay 12,000 yuan against 3,000–4,500. The month is one with no other institution of the
+  level at 5 stays and no stay of at most 1 day at the level (the cluster would move the short-stay cut). Two
+  cases (psn_no empty, every line of the institution that month as evidence).
 
 Pure: frames in (typed lines with their source file and row, the institutions register, the natural findings),
 edits and new lines out; flows/sample.py reads and writes the files.
@@ -229,15 +240,13 @@ def plant(lines: pl.DataFrame, institutions: pl.DataFrame, busy: set[str], seed:
         copies: dict[str, int] = {}
         y, m = int(month[:4]), int(month[5:])
         for k, code in enumerate(insts):
-            cost_yuan = CLUSTER_COST_YUAN * (40 if k == 1 else 10 + k) // 10  # the second: 4 × the base cost
-            ratio_bp = 6_000 if k == 0 else 1_000 + 100 * k                   # the first: 60 % out of scope
             for i in range(CLUSTER_STAYS):
                 psn = persons[(CLUSTER_STAYS * k + i) % len(persons)]
                 j = copies[psn["psn_no"]] = copies.get(psn["psn_no"], -1) + 1
                 beg = dt.date(y, m, 1 + 4 * j)
                 n = stay_line(bases[(CLUSTER_STAYS * k + i) % len(bases)], code, beg, beg + dt.timedelta(days=2))
                 new[-1]["person"] = psn["setl_id"]
-                new[-1]["set"].update(_cluster_amounts(cost_yuan * (8 + i) // 10, ratio_bp))
+                new[-1]["set"].update({c: _fen_text(v) for c, v in cluster_amounts(k, i).items()})
                 ids[code].append(n["setl_id"])
         for rule, code in (("INSTITUTION_OUT_OF_SCOPE_RATIO", insts[0]), ("INSTITUTION_COST_PER_STAY", insts[1])):
             cases.append({"rule_id": rule, "month": month, "vola_evid": ",".join(sorted(ids[code])), "psn_no": None,
@@ -250,16 +259,22 @@ def _fen_text(fen: int) -> str:
     return f"{fen // 100}.{fen % 100:02d}"
 
 
-def _cluster_amounts(cost_yuan: int, ratio_bp: int) -> dict[str, str]:
-    """A cluster stay's five amounts (yuan text): out of scope ratio_bp of the cost (three quarters out of the
-    catalogue, a quarter over the limit), the rest three quarters class A, a quarter class B; they add up."""
+def cluster_amounts(k: int, i: int) -> dict[str, int]:
+    """The five amounts (fen) of the cluster's institution k's stay i (k = 0…5, i = 0…4). Institution k's stays
+    cost (10 + k) / 10 of CLUSTER_COST_YUAN on average (3,000, 3,300 … 4,500 yuan), institution 1's 4 times it
+    (12,000 yuan); stay i costs (8 + i) / 10 of its institution's average (the five add up to 5 averages). Out of
+    scope: 10 + k % of each stay's cost, institution 0's 60 %; three quarters of it out of the catalogue, a quarter
+    over the limit; the rest three quarters class A, a quarter class B. So institution 0's out-of-scope share and
+    institution 1's cost per stay are far above the others' (tests/test_supervision.py has the scores)."""
+    cost_yuan = CLUSTER_COST_YUAN * (40 if k == 1 else 10 + k) // 10 * (8 + i) // 10
+    ratio_bp = 6_000 if k == 0 else 1_000 + 100 * k
     total = cost_yuan * 100
     oos = cost_yuan * ratio_bp // 100  # exact: ratio_bp is a multiple of 100
     over = oos // 4
     inscope = total - oos
     cls_b = inscope // 4
-    return {"medfee_sumamt": _fen_text(total), "fulamt_ownpay_amt": _fen_text(oos - over),
-            "overlmt_selfpay": _fen_text(over), "cls_a_amt": _fen_text(inscope - cls_b), "cls_b_amt": _fen_text(cls_b)}
+    return {"medfee_sumamt": total, "fulamt_ownpay_amt": oos - over, "overlmt_selfpay": over,
+            "cls_a_amt": inscope - cls_b, "cls_b_amt": cls_b}
 
 
 def _institution_cluster(live: pl.DataFrame, stays: pl.DataFrame, institutions: pl.DataFrame, used: set[str],
