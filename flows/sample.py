@@ -306,7 +306,7 @@ def plant_supervision(out: Path, fmt: str, seed: int) -> dict:
             lines = store.fetch_fen(con, """
                 SELECT a.setl_id, a.mdtrt_id, a.psn_no, a.region, a.scheme, a.month, a.fixmedins_code, a.hosp_lv,
                   a.med_type, a.ledger, s.begndate, s.enddate, a.setl_time, s.dise_codg, a.orig_setl_id,
-                  a.medfee_sumamt, a.fund_pay_sumamt, s.source_file, s.source_row
+                  a.medfee_sumamt, a.fund_pay_sumamt, a.reason_codes, s.source_file, s.source_row
                 FROM adjudicated a JOIN settlements s USING (setl_id) ORDER BY a.setl_time, a.setl_id""")
             natural = store.fetch_fen(con, "SELECT * FROM violations ORDER BY rule_id, finding_key")
             last = con.execute("SELECT max(month) FROM month_institutions").fetchall()[0][0]
@@ -341,6 +341,13 @@ def plant_supervision(out: Path, fmt: str, seed: int) -> dict:
         row = texts[rel].filter(pl.col("setl_id").str.strip_chars() == n["base"])
         row = row.with_columns([pl.lit(v).alias(c) for c, v in n["set"].items()]
                                + [pl.lit(None, pl.String).alias(c) for c in syn.REPORTED_COLUMNS])
+        if "person" in n:  # a stay for another person: who it is, as that person's own line says
+            prel = base_rel[n["person"]]
+            if prel not in texts:
+                texts[prel] = read_table(out / prel, out)
+            who = texts[prel].filter(pl.col("setl_id").str.strip_chars() == n["person"])
+            row = row.with_columns([pl.lit(who[c][0], pl.String).alias(c) for c in ("psn_no", "insutype", "psn_name")
+                                    if c in row.columns and c in who.columns])
         if n["scale"] != 1:
             row = row.with_columns([_yuan_times(pl.col(c), n["scale"]).alias(c) for c in syn.MONEY_COLUMNS[:5]])
         if "fixmedins_name" in row.columns:
@@ -354,7 +361,7 @@ def plant_supervision(out: Path, fmt: str, seed: int) -> dict:
         def append(t: pl.DataFrame, add=add) -> pl.DataFrame:
             return pl.concat([t, add.select(t.columns)], how="vertical_relaxed")
         _rewrite(out, fmt, target.relative_to(out).as_posix(), append)
-    by_rule = {r: sum(c["rule_id"] == r.upper() for c in cases) for r in planted.RATES_BP}
+    by_rule = {r: sum(c["rule_id"] == r.upper() for c in cases) for r in planted.PLANTED_RULES}
     doc = {"rates_bp": planted.RATES_BP, "cases_by_rule": by_rule,
            "lines_added": {mo: sum(m2 == mo for m2, _ in rows) for mo in sorted({mo for mo, _ in rows})},
            "chance_findings_taken_out": natural.select("rule_id", "month", "vola_evid").to_dicts(), "cases": cases}

@@ -123,9 +123,19 @@ def test_rules_find_exactly_the_planted_cases(loaded, bureau):
     want = sorted((c["rule_id"], c["month"], c["vola_evid"], c["psn_no"], c["fixmedins_code"]) for c in planted["cases"])
     got = sorted(tuple(r) for r in q(loaded, "SELECT rule_id, month, vola_evid, psn_no, fixmedins_code FROM violations"))
     assert got == want
-    # each person-level pattern is planted at least once in the bureau
+    # each person-level pattern is planted at least once in the bureau, and the institution-level cluster once
     assert {c[0] for c in want} == {"SPLIT_ADMISSION", "DUPLICATE_SETTLEMENT", "OVERLAPPING_STAYS",
-                                    "SAME_DAY_OUTPATIENT", "SHORT_STAY_HIGH_COST"}
+                                    "SAME_DAY_OUTPATIENT", "SHORT_STAY_HIGH_COST", "INSTITUTION_OUT_OF_SCOPE_RATIO",
+                                    "INSTITUTION_COST_PER_STAY"}
+    # the cluster (transforms/planted.py): two institutions of one level and month, 5 stays each, no person named
+    inst = [c for c in want if c[0].startswith("INSTITUTION_")]
+    assert len(inst) == 2 and inst[0][1] == inst[1][1] and inst[0][4] != inst[1][4]
+    assert [len(c[2].split(",")) for c in inst] == [5, 5] and [c[3] for c in inst] == [None, None]
+    assert q(loaded, "SELECT count(DISTINCT hosp_lv) FROM violations WHERE rule_id LIKE 'INSTITUTION_%'")[0][0] == 1
+    # the cluster's 30 two-day stays (6 institutions × 5) in its month, with any other planted two-day stay
+    assert q(loaded, "SELECT count(*) FROM adjudicated a JOIN settlements s USING (setl_id) WHERE a.setl_id LIKE "
+                     "'SUP%' AND a.month = ? AND a.ledger = 'inpatient' AND s.enddate - s.begndate = 2",
+             [inst[0][1]])[0][0] >= 30
     # every finding names its rule, severity, behaviour, institution, and carries the run's id
     assert q(loaded, "SELECT count(*) FROM violations WHERE rule_name IS NULL OR sev_deg IS NULL OR run_id IS NULL "
                      "OR vola_bhvr_type IS NULL OR fixmedins_name IS NULL")[0][0] == 0

@@ -185,6 +185,34 @@ def test_institution_cost_per_stay_inside_and_outside(pol):
     assert _institutions(pol, target_cost=171_890, peers=peers).height == 0
 
 
+def test_the_samples_planted_institution_cluster_finds_exactly_its_two_cases(pol):
+    # transforms/planted.py's cluster: 6 hospitals of level 1 × 5 two-day stays of 5 persons, amounts of
+    # cluster_amounts (they add up: total = out of catalogue + over limit + class A + class B)
+    from transforms.planted import cluster_amounts
+    rows = []
+    for k in range(6):
+        for i in range(5):
+            a = cluster_amounts(k, i)
+            assert a["medfee_sumamt"] == a["fulamt_ownpay_amt"] + a["overlmt_selfpay"] + a["cls_a_amt"] + a["cls_b_amt"]
+            r = line(psn=f"Q{i}", inst=f"C{k}", beg=f"2025-03-{1 + 4 * k:02d}", end=f"2025-03-{3 + 4 * k:02d}",
+                     lv="1", setl=f"C{k}{i}", cost=a["medfee_sumamt"], fund=a["medfee_sumamt"] // 2)
+            rows.append({**r, **a})
+    v = run(pol, rows)
+    assert rules(v) == ["INSTITUTION_COST_PER_STAY", "INSTITUTION_OUT_OF_SCOPE_RATIO"]
+    assert v["fixmedins_code"].to_list() == ["C1", "C0"]
+    assert v["vola_evid"].to_list() == ["C10,C11,C12,C13,C14", "C00,C01,C02,C03,C04"]
+    # cost per stay (yuan) 3,000, 12,000, 3,600, 3,900, 4,200, 4,500: median (3,900 + 4,200) / 2 = 4,050;
+    # deviations 1,050, 7,950, 450, 150, 150, 450 → MAD (450 + 450) / 2 = 450;
+    # C1: 0.6745 × 7,950 / 450 = 11.92 (≥ 3.5); the next, C5: 0.6745 × 450 / 450 = 0.67
+    # at stake: 6,000,000 − 405,000 × 5 = 3,975,000 fen
+    # out-of-scope share 0.60, 0.11, 0.12, 0.13, 0.14, 0.15: median 0.135; deviations 0.465, 0.025, 0.015, 0.005,
+    # 0.005, 0.015 → MAD 0.015; C0: 0.6745 × 0.465 / 0.015 = 20.91; the next, C5: 0.6745 × 0.015 / 0.015 = 0.67
+    # at stake: 900,000 − 0.135 × 1,500,000 = 697,500 fen
+    assert v["vola_amt"].to_list() == [3_975_000, 697_500]
+    assert [c.rsplit("score ", 1)[1] for c in v["vola_cont"]] == ["11.92", "20.91"]
+    # no other rule: the stays last 2 days (not short), each person's are at 6 institutions, 4 days apart
+
+
 # ---------------------------------------------------------------- switches
 
 class _Switched:

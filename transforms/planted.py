@@ -18,8 +18,19 @@ hospital of the city; a day's visits beyond the second institution move to the d
   times the largest stay of its level and month (far above any robust cut), where that level and month has at least
   4 other stays (the rule wants 5 with the planted one).
 
-The institution-level rules need at least 5 institutions of a level with 5 stays each in one month; a sample of
-a few thousand persons has none, so they are not planted (their hand-built tests are in tests/test_supervision.py).
+The institution-level rules need at least 5 institutions of a level with 5 stays each in one month, which a sample
+of a few thousand persons never has by chance; so they are planted as one cluster (`cluster_amounts`), last:
+
+- institution_out_of_scope_ratio / institution_cost_per_stay: in one month (the first fitting (region, scheme,
+  month, county, level) in drawn order), 6 hospitals of one level in one county of the region's city, none with
+  a stay line of the region and scheme that month, get 5 new two-day stays each (30), for quiet persons of the
+  region and scheme (a line that month, no stay within 60 days of it, no case, no line outside their benefit
+  period), a person's stays at different hospitals 4 days apart (so no split admission, overlap or short stay);
+  the row is a copy of an in-city one-line stay of the region and scheme with the person's own psn_no, insutype
+  and name. Designed amounts: the first hospital's out-of-scope share is 60 % against its peers' 11–15 %, the
+  second's cost per stay 12,000 yuan against 3,000–4,500. The month is one with no other institution of the
+  level at 5 stays and no stay of at most 1 day at the level (the cluster would move the short-stay cut). Two
+  cases (psn_no empty, every line of the institution that month as evidence).
 
 Pure: frames in (typed lines with their source file and row, the institutions register, the natural findings),
 edits and new lines out; flows/sample.py reads and writes the files.
@@ -35,6 +46,11 @@ import polars as pl
 RATES_BP = {"split_admission": 150, "duplicate_settlement": 30, "overlapping_stays": 100,
             "same_day_outpatient": 30, "short_stay_high_cost": 100}
 QUIET_DAYS = 60
+# the institution-level cluster (module docstring): 6 hospitals × 5 stays, the supervision.yaml defaults it is
+# built against (min_stays 5, min_peers 5, min_score 3.5, mad_scale 0.6745), the base cost of a stay
+CLUSTER_INSTITUTIONS, CLUSTER_STAYS, CLUSTER_COST_YUAN = 6, 5, 3_000
+STOPPED = "TERMINATED|SUSPENDED|WAITING_PERIOD"  # reason codes of a line outside the person's benefit period
+PLANTED_RULES = (*RATES_BP, "institution_out_of_scope_ratio", "institution_cost_per_stay")
 
 
 def clean(lines: pl.DataFrame, violations: pl.DataFrame, institutions: pl.DataFrame) -> dict[str, dict[str, str]]:
@@ -154,6 +170,7 @@ def plant(lines: pl.DataFrame, institutions: pl.DataFrame, busy: set[str], seed:
                  .agg(pl.col("medfee_sumamt").max().alias("__max"), pl.col("mdtrt_id").n_unique().alias("__n")))
     cands = _draw(one_line, "setl_id", seed, 3)
     want = _n(cands.height, "short_stay_high_cost")
+    short: list[tuple] = []  # (region, scheme, level, month) of the planted short stays
     for b in cands.iter_rows(named=True):
         if sum(c["rule_id"] == "SHORT_STAY_HIGH_COST" for c in cases) >= want:
             break
@@ -167,6 +184,7 @@ def plant(lines: pl.DataFrame, institutions: pl.DataFrame, busy: set[str], seed:
             continue
         scale = -(-10 * int(level["__max"][0]) // int(b["medfee_sumamt"]))
         n = stay_line(b, b["fixmedins_code"], beg, end, scale)
+        short.append((b["region"], b["scheme"], b["hosp_lv"], month))
         case("short_stay_high_cost", n["month"], [n["setl_id"]], b["psn_no"], b["fixmedins_code"])
 
     # outpatient: days with exactly one general-outpatient line of the person
@@ -213,4 +231,109 @@ def plant(lines: pl.DataFrame, institutions: pl.DataFrame, busy: set[str], seed:
                                 "setl_time": t.strftime("%Y-%m-%d %H:%M:%S")}})
             ids.append(setl_id)
         case("same_day_outpatient", b["month"], ids, b["psn_no"], inst)
+
+    # institutions far above their peers: one cluster of 6 hospitals of a level in one county, one month
+    cluster = _institution_cluster(live, stays, institutions, used, seed, short)
+    if cluster is not None:
+        month, insts, persons, bases = cluster
+        ids: dict[str, list[str]] = {code: [] for code in insts}
+        copies: dict[str, int] = {}
+        y, m = int(month[:4]), int(month[5:])
+        for k, code in enumerate(insts):
+            for i in range(CLUSTER_STAYS):
+                psn = persons[(CLUSTER_STAYS * k + i) % len(persons)]
+                j = copies[psn["psn_no"]] = copies.get(psn["psn_no"], -1) + 1
+                beg = dt.date(y, m, 1 + 4 * j)
+                n = stay_line(bases[(CLUSTER_STAYS * k + i) % len(bases)], code, beg, beg + dt.timedelta(days=2))
+                new[-1]["person"] = psn["setl_id"]
+                new[-1]["set"].update({c: _fen_text(v) for c, v in cluster_amounts(k, i).items()})
+                ids[code].append(n["setl_id"])
+        for rule, code in (("INSTITUTION_OUT_OF_SCOPE_RATIO", insts[0]), ("INSTITUTION_COST_PER_STAY", insts[1])):
+            cases.append({"rule_id": rule, "month": month, "vola_evid": ",".join(sorted(ids[code])), "psn_no": None,
+                          "fixmedins_code": code})
+        used.update(p["psn_no"] for p in persons)
     return new, sorted(cases, key=lambda c: (c["rule_id"], c["vola_evid"]))
+
+
+def _fen_text(fen: int) -> str:
+    return f"{fen // 100}.{fen % 100:02d}"
+
+
+def cluster_amounts(k: int, i: int) -> dict[str, int]:
+    """The five amounts (fen) of the cluster's institution k's stay i (k = 0…5, i = 0…4). Institution k's stays
+    cost (10 + k) / 10 of CLUSTER_COST_YUAN on average (3,000, 3,300 … 4,500 yuan), institution 1's 4 times it
+    (12,000 yuan); stay i costs (8 + i) / 10 of its institution's average (the five add up to 5 averages). Out of
+    scope: 10 + k % of each stay's cost, institution 0's 60 %; three quarters of it out of the catalogue, a quarter
+    over the limit; the rest three quarters class A, a quarter class B. So institution 0's out-of-scope share and
+    institution 1's cost per stay are far above the others' (tests/test_supervision.py has the scores)."""
+    cost_yuan = CLUSTER_COST_YUAN * (40 if k == 1 else 10 + k) // 10 * (8 + i) // 10
+    ratio_bp = 6_000 if k == 0 else 1_000 + 100 * k
+    total = cost_yuan * 100
+    oos = cost_yuan * ratio_bp // 100  # exact: ratio_bp is a multiple of 100
+    over = oos // 4
+    inscope = total - oos
+    cls_b = inscope // 4
+    return {"medfee_sumamt": total, "fulamt_ownpay_amt": oos - over, "overlmt_selfpay": over,
+            "cls_a_amt": inscope - cls_b, "cls_b_amt": cls_b}
+
+
+def _institution_cluster(live: pl.DataFrame, stays: pl.DataFrame, institutions: pl.DataFrame, used: set[str],
+                         seed: int, short: list[tuple]) -> tuple[str, list[str], list[dict], list[dict]] | None:
+    """Where the institution-level cluster goes: (month, 6 hospitals, persons, base stays), the first fitting
+    (region, scheme, month, county, level) in drawn order, or None. Fitting: 6 hospitals of the level in the
+    county with no stay line of the region and scheme that month; no other institution of the level with 5 stays
+    that month (it would be a peer); no stay of at most 1 day at the level that month, natural or planted (the
+    cluster's 30 stays would move its short-stay cut); at least 5 quiet persons (a line that month, no stay within
+    QUIET_DAYS of it, no case); a one-line stay of the region and scheme in its own city to copy the row from."""
+    hospitals = institutions.filter(pl.col("fixmedins_type") == "hospital").with_columns(
+        pl.col("dedc_hosp_lv").cast(pl.String).alias("__lv"), pl.col("admdvs").cast(pl.String).alias("__county"))
+    city_of = dict(hospitals.select("fixmedins_code", pl.col("__county").str.slice(0, 4)).iter_rows())
+    current = live.filter(pl.col("orig_setl_id").is_null())
+    # persons whose benefit stops or waits on some date (no fund pays then): not sure to be covered that month
+    stopped = (live.filter(pl.col("reason_codes").str.contains(STOPPED))["psn_no"].unique().implode()
+               if "reason_codes" in live.columns else pl.Series([], dtype=pl.String).implode())
+    keys = []
+    for (region, scheme, month), part in current.group_by("region", "scheme", "month"):
+        if region is None or scheme is None or month is None:
+            continue
+        city = part["psn_no"].str.slice(0, 4).mode().sort()[0]
+        for (county, lv), h in hospitals.filter(pl.col("__county").str.slice(0, 4) == city).group_by("__county", "__lv"):
+            if h.height >= CLUSTER_INSTITUTIONS:
+                keys.append({"key": f"{region}|{scheme}|{month}|{county}|{lv}"})
+    if not keys:
+        return None
+    for key in _draw(pl.DataFrame(keys), "key", seed, 6)["key"]:
+        region, scheme, month, county, lv = key.split("|")
+        y, m = int(month[:4]), int(month[5:])
+        first = dt.date(y, m, 1)
+        last = dt.date(y + (m == 12), m % 12 + 1, 1) - dt.timedelta(days=1)
+        here = stays.filter((pl.col("region") == region) & (pl.col("scheme") == scheme) & (pl.col("month") == month))
+        per_inst = here.group_by("fixmedins_code").agg(pl.col("mdtrt_id").n_unique().alias("n"))
+        level = here.filter(pl.col("hosp_lv").cast(pl.String) == lv)
+        if (level.filter((pl.col("enddate") - pl.col("begndate")).dt.total_days() <= 1).height
+                or (region, scheme, lv, month) in short
+                or per_inst.filter(pl.col("fixmedins_code").is_in(level["fixmedins_code"].implode())
+                                   & (pl.col("n") >= CLUSTER_STAYS)).height):
+            continue
+        free = _draw(hospitals.filter((pl.col("__county") == county) & (pl.col("__lv") == lv)
+                                      & ~pl.col("fixmedins_code").is_in(here["fixmedins_code"].implode())),
+                     "fixmedins_code", seed, 7)
+        if free.height < CLUSTER_INSTITUTIONS:
+            continue
+        near = stays.filter((pl.col("enddate") >= first - dt.timedelta(days=QUIET_DAYS))
+                            & (pl.col("begndate") <= last + dt.timedelta(days=QUIET_DAYS)))["psn_no"].unique()
+        persons = _draw(current.filter((pl.col("region") == region) & (pl.col("scheme") == scheme)
+                                       & (pl.col("month") == month) & ~pl.col("psn_no").is_in(near.implode())
+                                       & ~pl.col("psn_no").is_in(list(used)) & ~pl.col("psn_no").is_in(stopped))
+                        .sort("setl_time", "setl_id").unique("psn_no", keep="first"), "psn_no", seed, 8)
+        bases = _draw(current.filter((pl.col("region") == region) & (pl.col("scheme") == scheme)
+                                     & (pl.col("med_type") == "21") & (pl.col("ledger") == "inpatient"))
+                      .join(live.group_by("mdtrt_id").len(), on="mdtrt_id").filter(pl.col("len") == 1)
+                      .filter(pl.col("fixmedins_code").replace_strict(city_of, default=None) == county[:4]),
+                      "setl_id", seed, 9)
+        if persons.height < CLUSTER_STAYS or bases.height == 0:
+            continue
+        n_persons = min(persons.height, CLUSTER_INSTITUTIONS * CLUSTER_STAYS)
+        return (month, free["fixmedins_code"].head(CLUSTER_INSTITUTIONS).to_list(),
+                persons.head(n_persons).to_dicts(), bases.to_dicts())
+    return None
