@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             summary = write_sample(args.out, persons=args.persons, year=args.year, months=args.months, seed=args.seed,
                                    fmt=args.fmt, invalid_rate=args.invalid_rate, reported=args.reported)
             print(f"sample written to {args.out}: " + ", ".join(
-                f"{k.replace('_', ' ')} {v:,}" if isinstance(v, int) else f"{k.replace('_', ' ')} {v}"
+                f"{k.replace('_', ' ')} {v:,}" if isinstance(v, int) and k not in ("year", "seed")
+                else f"{k.replace('_', ' ')} {v}"
                 for k, v in (summary.items() if isinstance(summary, dict) else [])) if isinstance(summary, dict)
                   else f"sample written to {args.out}: {summary}")
             return 0

@@ -459,7 +459,10 @@ def institution_name(con: duckdb.DuckDBPyConnection, code: str = "fixmedins_code
     every run): the one place reports, audits and what-if tables put names beside codes (issue 16.6)."""
     if not has_table(con, "institutions"):
         return "CAST(NULL AS VARCHAR)"
-    return f"(SELECT any_value(i.fixmedins_name) FROM institutions i WHERE i.fixmedins_code = {code})"
+    # A map built once and looked up with the caller's column: a correlated subquery would bind an unqualified
+    # `fixmedins_code` to the institutions table itself and give every row the same name.
+    return ("(SELECT map(list(fixmedins_code), list(fixmedins_name)) FROM (SELECT DISTINCT ON (fixmedins_code) "
+            f"fixmedins_code, fixmedins_name FROM institutions))[{code}]")
 
 
 def with_names(con: duckdb.DuckDBPyConnection, columns: str = "*", code: str = "fixmedins_code") -> str:

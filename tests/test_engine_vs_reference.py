@@ -239,7 +239,7 @@ def test_engine_equals_reference(pop):
     assert len(got) == len(rows)
 
 
-@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(15), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(population())
 def test_month_by_month_equals_one_run(pop):
     """DESIGN 'Incremental months': carried accumulators make monthly runs equal one run over all lines."""

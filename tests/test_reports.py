@@ -547,3 +547,16 @@ def test_saved_queries_run_read_only(db):
 
 def _sql_body(s: str) -> str:
     return "\n".join(x for x in s.splitlines() if not x.strip().startswith("--")).strip()
+
+
+def test_every_institution_gets_its_own_name_beside_its_code(tmp_path):
+    """Issue 16.6: names beside codes, each from the `institutions` table (an unqualified code column in a
+    correlated lookup once gave every row the first institution's name)."""
+    from flows.reports import with_names
+    con = duckdb.connect(str(tmp_path / "n.duckdb"))
+    con.execute("CREATE TABLE institutions AS SELECT * FROM (VALUES ('H1', '随州市中心医院'), ('H2', '曾都区东城卫生院'))"
+                " t(fixmedins_code, fixmedins_name)")
+    con.execute("CREATE TABLE v AS SELECT * FROM (VALUES ('H2', 5), ('H1', 7), ('H9', 1)) t(fixmedins_code, n)")
+    got = con.execute(f"SELECT {with_names(con, 'fixmedins_code, n')} FROM v ORDER BY n").fetchall()
+    assert got == [("H9", None, 1), ("H2", "曾都区东城卫生院", 5), ("H1", "随州市中心医院", 7)]
+    con.close()
