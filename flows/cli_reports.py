@@ -128,21 +128,30 @@ def _fund_expenditure(reports, con, args) -> int:
     return 0
 
 
+def _audit_output(reports, args, summary: str, show, csv_frame, xlsx_frames: list) -> int:
+    """An audit's summary and tables: on the terminal (`show` prints the tables), as csv (`csv_frame`) or as xlsx
+    (`xlsx_frames`, a sheet each), the summary on stderr beside a file."""
+    if args.fmt == "table":
+        print(summary)
+        show()
+    elif args.fmt == "csv":
+        reports.write_csv(csv_frame, args.out)
+        print(summary, file=sys.stderr)
+    else:
+        reports.write_xlsx(xlsx_frames, args.out)
+        print(f"{summary}; written to {args.out}", file=sys.stderr)
+    return 0
+
+
 def _out_of_scope(reports, con, args) -> int:
     _need_out(args)
     t = reports.out_of_scope_audit(con, args.year, args.month)
-    summary = reports.out_of_scope_summary(t)
-    if args.fmt == "table":
-        print(summary)
+
+    def show():
         reports.print_table(t["by_institution"])
         reports.print_table(reports.narrow(t["violations"], reports.TERMINAL_STAY_COLUMNS), limit=50)
-    elif args.fmt == "csv":
-        reports.write_csv(t["stays"] if args.all else t["violations"], args.out)
-        print(summary, file=sys.stderr)
-    else:
-        reports.write_xlsx([t["by_institution"], t["violations"], t["stays"]], args.out)
-        print(f"{summary}; written to {args.out}", file=sys.stderr)
-    return 0
+    return _audit_output(reports, args, reports.out_of_scope_summary(t), show,
+                         t["stays"] if args.all else t["violations"], [t["by_institution"], t["violations"], t["stays"]])
 
 
 def _discrepancies(reports, con, args) -> int:
@@ -152,16 +161,10 @@ def _discrepancies(reports, con, args) -> int:
     summary = (f"{int(inst['reported_settlements'].sum() or 0)} settlements with reported amounts, "
                f"{int(inst['differing_settlements'].sum() or 0)} differ from the adjudicated amounts "
                f"({t['detail'].df.height} settlement × fund differences)")
-    if args.fmt == "table":
-        print(summary)
-        reports.print_table(t["detail"] if args.detail else t["summary"], limit=100 if args.detail else None)
-    elif args.fmt == "csv":
-        reports.write_csv(t["detail"] if args.detail else t["summary"], args.out)
-        print(summary, file=sys.stderr)
-    else:
-        reports.write_xlsx([t["summary"], t["institutions"], t["detail"]], args.out)
-        print(f"{summary}; written to {args.out}", file=sys.stderr)
-    return 0
+    chosen = t["detail"] if args.detail else t["summary"]
+    return _audit_output(reports, args, summary,
+                         lambda: reports.print_table(chosen, limit=100 if args.detail else None),
+                         chosen, [t["summary"], t["institutions"], t["detail"]])
 
 
 def _clearing(con, args) -> int:
@@ -178,17 +181,11 @@ def _rules(reports, con, args) -> int:
     from flows import supervision_reports as sr
     _need_out(args)
     t = sr.rules_audit(con, args.year, args.month)
-    summary = sr.rules_summary(t)
-    if args.fmt == "table":
-        print(summary)
+
+    def show():
         reports.print_table(t["by_month"])
         reports.print_table(t["by_institution"], limit=30)
         reports.print_table(reports.narrow(t["findings"], ["month", "rule_id", "sev_deg", "vola_amt", "psn_no",
                                                            "psn_name_masked", "fixmedins_code", "vola_evid"]), limit=50)
-    elif args.fmt == "csv":
-        reports.write_csv(t["findings"], args.out)
-        print(summary, file=sys.stderr)
-    else:
-        reports.write_xlsx([t["by_month"], t["by_institution"], t["findings"]], args.out)
-        print(f"{summary}; written to {args.out}", file=sys.stderr)
-    return 0
+    return _audit_output(reports, args, sr.rules_summary(t), show, t["findings"],
+                         [t["by_month"], t["by_institution"], t["findings"]])
