@@ -101,7 +101,7 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.cmd in ("run", "demo", "whatif"):
+    if args.cmd in ("run", "demo", "whatif", "sample"):
         # Prefect's console would print a failed run's traceback before our one line; its logs (progress included,
         # at INFO) still reach the Prefect API — the run page in the UI — and the runs table keeps the error.
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from flows import progress
 from transforms import synthetic as syn
 
 REGISTERS = ["persons", "identities", "employment", "certifications", "institutions", "family_bindings",
@@ -161,7 +163,11 @@ def write_sample(out: Path, persons: int = 2000, year: int = 2025, months: int =
     rows_per_month: dict[str, dict[str, int]] = {m: {} for m in p.month_labels()}
     offsets: dict[int, int] = {}
     multi = p.n_chunks > 1
+    progress.plan([f"{c + 1}" for c in range(p.n_chunks)])  # issue 16.4: a large sample says how far it is
     for chunk in range(p.n_chunks):
+        started, before = time.monotonic(), sum(v.get("hospital", 0) + v.get("pharmacy", 0) for v in rows_per_month.values())
+        progress.report(f"sample chunk {chunk + 1} of {p.n_chunks}", "generating",
+                        f"persons {chunk * p.chunk_persons + 1:,}–{min(persons, (chunk + 1) * p.chunk_persons):,}")
         res = syn.generate_chunk(p, chunk, inst, offsets)
         offsets = res.setl_offsets
         for name in REGISTERS:
@@ -202,6 +208,9 @@ def write_sample(out: Path, persons: int = 2000, year: int = 2025, months: int =
                 files.append(rel)
                 rows_per_month[label]["maternity_events"] = rows_per_month[label].get("maternity_events", 0) + events.height
         del res
+        progress.month_done(f"sample chunk {chunk + 1} of {p.n_chunks}", sum(
+            v.get("hospital", 0) + v.get("pharmacy", 0) for v in rows_per_month.values()) - before,
+            time.monotonic() - started)
     for w in writers.values():
         w.close()
 
@@ -221,12 +230,16 @@ def write_sample(out: Path, persons: int = 2000, year: int = 2025, months: int =
         files.append("INJECTED.json")
     settlement_rows = sum(v.get("hospital", 0) + v.get("pharmacy", 0) for v in rows_per_month.values())
     supervision = reported if supervision is None else supervision
+    if supervision:
+        progress.report("sample", "planting supervision patterns", "SUPERVISION.json")
     planted = plant_supervision(out, fmt, seed) if supervision else {}
     if supervision:
         files.append("SUPERVISION.json")
         for month, n in planted["lines_added"].items():  # the planted lines, appended to the hospital files
             rows_per_month[month]["hospital"] = rows_per_month[month].get("hospital", 0) + n
             settlement_rows += n
+    if reported:
+        progress.report("sample", "the institutions' reported amounts", "the year run once through the monthly steps")
     reported_errors = fill_reported(out, fmt, seed, expected_findings=planted.get("cases")) if reported else {}
     if reported:
         files.append("REPORTED.json")

@@ -77,3 +77,15 @@ def test_chart_month_labels_fit_and_chinese_has_font_fallbacks():
 
 def test_identity_group_resident_is_labelled():
     assert reports.IDENTITY_GROUP_LABEL["resident"].startswith("居民")
+
+
+def test_sample_says_how_far_it_is_and_prints_no_raw_dict(tmp_path):
+    """Issue 16.4/16.8: `yibao sample` reports each chunk as it goes (plain lines when output is a file) and ends
+    with a readable summary: year and seed as written, counts with separators."""
+    p = yibao(["sample", "--out", str(tmp_path / "s"), "--persons", "300", "--months", "2", "--no-reported"])
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].startswith("… sample chunk 1 of 1 generating: persons 1–300")
+    assert re.match(r"… sample chunk 1 of 1 written: [\d,]+ lines in \d+ s", lines[1])
+    assert "persons 300, year 2025, months 2, seed 20250101" in lines[-1] and "{" not in lines[-1].split("files")[0]
+    assert p.stderr == ""
