@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flows import progress
+from transforms import planted
 from transforms import synthetic as syn
 
 REGISTERS = ["persons", "identities", "employment", "certifications", "institutions", "family_bindings",
@@ -306,12 +307,23 @@ def _yuan_times(text: pl.Expr, k: int) -> pl.Expr:
     return syn.fen_text(fen * k)
 
 
+def _cluster_size(on: dt.date) -> planted.ClusterSize:
+    """The institution-level cluster big enough for both institution rules in every region and scheme: one
+    hospital more than the largest `min_peers`, the largest `min_stays` stays each (supervision.yaml)."""
+    from flows.policies import load_policies
+    pol = load_policies()
+    settings = [pol.value(region, scheme, f"supervision.{rule}", on)
+                for region, scheme in (("suizhou", "resident"), ("xiangyang", "employee"), ("xiangyang", "resident"))
+                for rule in ("institution_out_of_scope_ratio", "institution_cost_per_stay")]
+    return planted.ClusterSize(institutions=max(int(v["min_peers"]) for v in settings) + 1,
+                               stays=max(int(v["min_stays"]) for v in settings))
+
+
 def plant_supervision(out: Path, fmt: str, seed: int) -> dict:
     """Supervision patterns at a known rate (transforms/planted.py): the chance findings of the written folder
     taken out by a minimal edit, then each pattern planted; every case listed in `out/SUPERVISION.json`."""
     from flows import store
     from flows.ingest import read_table
-    from transforms import planted
 
     with _throwaway_run(out) as (db, _, _):
         con = store.connect(db, read_only=True)
@@ -343,7 +355,8 @@ def plant_supervision(out: Path, fmt: str, seed: int) -> dict:
     months = sorted(d.name for d in out.iterdir() if d.is_dir() and re.fullmatch(r"\d{4}-\d{2}", d.name))
     y, m = int(months[-1][:4]), int(months[-1][5:])
     last_day = dt.date(y + (m == 12), m % 12 + 1, 1) - dt.timedelta(days=1)
-    new, cases = planted.plant(lines, inst, set(natural["psn_no"].drop_nulls().to_list()), seed, last_day)
+    new, cases = planted.plant(lines, inst, set(natural["psn_no"].drop_nulls().to_list()), seed, last_day,
+                               _cluster_size(last_day))
     base_rel = dict(lines.select("setl_id", "source_file").iter_rows())
     texts: dict[str, pl.DataFrame] = {}
     rows = []

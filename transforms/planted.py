@@ -39,6 +39,7 @@ edits and new lines out; flows/sample.py reads and writes the files.
 from __future__ import annotations
 
 import datetime as dt
+from typing import NamedTuple
 
 import polars as pl
 
@@ -46,9 +47,9 @@ import polars as pl
 RATES_BP = {"split_admission": 150, "duplicate_settlement": 30, "overlapping_stays": 100,
             "same_day_outpatient": 30, "short_stay_high_cost": 100}
 QUIET_DAYS = 60
-# the institution-level cluster (module docstring): 6 hospitals × 5 stays, the supervision.yaml defaults it is
-# built against (min_stays 5, min_peers 5, min_score 3.5, mad_scale 0.6745), the base cost of a stay
-CLUSTER_INSTITUTIONS, CLUSTER_STAYS, CLUSTER_COST_YUAN = 6, 5, 3_000
+# the institution-level cluster (module docstring): its size comes from the rules' settings (ClusterSize, read
+# from policies/ by flows/sample.py); the base cost of a stay
+CLUSTER_COST_YUAN = 3_000
 STOPPED = "TERMINATED|SUSPENDED|WAITING_PERIOD"  # reason codes of a line outside the person's benefit period
 PLANTED_RULES = (*RATES_BP, "institution_out_of_scope_ratio", "institution_cost_per_stay")
 
@@ -94,8 +95,15 @@ def _n(candidates: int, rule: str) -> int:
     return 0 if candidates == 0 else max(1, (candidates * RATES_BP[rule] + 5_000) // 10_000)
 
 
-def plant(lines: pl.DataFrame, institutions: pl.DataFrame, busy: set[str], seed: int, last_day: dt.date
-          ) -> tuple[list[dict], list[dict]]:
+class ClusterSize(NamedTuple):
+    """The institution-level cluster: one more hospital than the rules' `min_peers` and `min_stays` stays each
+    (policies/*/*/supervision.yaml), so that both rules judge it."""
+    institutions: int
+    stays: int
+
+
+def plant(lines: pl.DataFrame, institutions: pl.DataFrame, busy: set[str], seed: int, last_day: dt.date,
+          size: ClusterSize) -> tuple[list[dict], list[dict]]:
     """(new lines, cases). A new line: `base` (the setl_id whose text row it copies), `set` (columns replaced, as
     the values the file holds: dates, times, yuan text), `scale` (amounts multiplied by it). A case: rule_id,
     month, vola_evid (sorted setl_ids), psn_no, fixmedins_code."""
@@ -233,18 +241,18 @@ def plant(lines: pl.DataFrame, institutions: pl.DataFrame, busy: set[str], seed:
         case("same_day_outpatient", b["month"], ids, b["psn_no"], inst)
 
     # institutions far above their peers: one cluster of 6 hospitals of a level in one county, one month
-    cluster = _institution_cluster(live, stays, institutions, used, seed, short)
+    cluster = _institution_cluster(live, stays, institutions, used, seed, short, size)
     if cluster is not None:
         month, insts, persons, bases = cluster
         ids: dict[str, list[str]] = {code: [] for code in insts}
         copies: dict[str, int] = {}
         y, m = int(month[:4]), int(month[5:])
         for k, code in enumerate(insts):
-            for i in range(CLUSTER_STAYS):
-                psn = persons[(CLUSTER_STAYS * k + i) % len(persons)]
+            for i in range(size.stays):
+                psn = persons[(size.stays * k + i) % len(persons)]
                 j = copies[psn["psn_no"]] = copies.get(psn["psn_no"], -1) + 1
                 beg = dt.date(y, m, 1 + 4 * j)
-                n = stay_line(bases[(CLUSTER_STAYS * k + i) % len(bases)], code, beg, beg + dt.timedelta(days=2))
+                n = stay_line(bases[(size.stays * k + i) % len(bases)], code, beg, beg + dt.timedelta(days=2))
                 new[-1]["person"] = psn["setl_id"]
                 new[-1]["set"].update({c: _fen_text(v) for c, v in cluster_amounts(k, i).items()})
                 ids[code].append(n["setl_id"])
@@ -278,7 +286,8 @@ def cluster_amounts(k: int, i: int) -> dict[str, int]:
 
 
 def _institution_cluster(live: pl.DataFrame, stays: pl.DataFrame, institutions: pl.DataFrame, used: set[str],
-                         seed: int, short: list[tuple]) -> tuple[str, list[str], list[dict], list[dict]] | None:
+                         seed: int, short: list[tuple], size: ClusterSize
+                         ) -> tuple[str, list[str], list[dict], list[dict]] | None:
     """Where the institution-level cluster goes: (month, 6 hospitals, persons, base stays), the first fitting
     (region, scheme, month, county, level) in drawn order, or None. Fitting: 6 hospitals of the level in the
     county with no stay line of the region and scheme that month; no other institution of the level with 5 stays
@@ -298,7 +307,7 @@ def _institution_cluster(live: pl.DataFrame, stays: pl.DataFrame, institutions: 
             continue
         city = part["psn_no"].str.slice(0, 4).mode().sort()[0]
         for (county, lv), h in hospitals.filter(pl.col("__county").str.slice(0, 4) == city).group_by("__county", "__lv"):
-            if h.height >= CLUSTER_INSTITUTIONS:
+            if h.height >= size.institutions:
                 keys.append({"key": f"{region}|{scheme}|{month}|{county}|{lv}"})
     if not keys:
         return None
@@ -313,12 +322,12 @@ def _institution_cluster(live: pl.DataFrame, stays: pl.DataFrame, institutions: 
         if (level.filter((pl.col("enddate") - pl.col("begndate")).dt.total_days() <= 1).height
                 or (region, scheme, lv, month) in short
                 or per_inst.filter(pl.col("fixmedins_code").is_in(level["fixmedins_code"].implode())
-                                   & (pl.col("n") >= CLUSTER_STAYS)).height):
+                                   & (pl.col("n") >= size.stays)).height):
             continue
         free = _draw(hospitals.filter((pl.col("__county") == county) & (pl.col("__lv") == lv)
                                       & ~pl.col("fixmedins_code").is_in(here["fixmedins_code"].implode())),
                      "fixmedins_code", seed, 7)
-        if free.height < CLUSTER_INSTITUTIONS:
+        if free.height < size.institutions:
             continue
         near = stays.filter((pl.col("enddate") >= first - dt.timedelta(days=QUIET_DAYS))
                             & (pl.col("begndate") <= last + dt.timedelta(days=QUIET_DAYS)))["psn_no"].unique()
@@ -331,9 +340,9 @@ def _institution_cluster(live: pl.DataFrame, stays: pl.DataFrame, institutions: 
                       .join(live.group_by("mdtrt_id").len(), on="mdtrt_id").filter(pl.col("len") == 1)
                       .filter(pl.col("fixmedins_code").replace_strict(city_of, default=None) == county[:4]),
                       "setl_id", seed, 9)
-        if persons.height < CLUSTER_STAYS or bases.height == 0:
+        if persons.height < size.stays or bases.height == 0:
             continue
-        n_persons = min(persons.height, CLUSTER_INSTITUTIONS * CLUSTER_STAYS)
-        return (month, free["fixmedins_code"].head(CLUSTER_INSTITUTIONS).to_list(),
+        n_persons = min(persons.height, size.institutions * size.stays)
+        return (month, free["fixmedins_code"].head(size.institutions).to_list(),
                 persons.head(n_persons).to_dicts(), bases.to_dicts())
     return None
