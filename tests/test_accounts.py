@@ -380,7 +380,7 @@ def _months(rows):
     return sorted({r["setl_time"].strftime("%Y-%m") for r in rows})
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(120), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(families())
 def test_vectorized_equals_reference(fam):
     r, rows, parts, allowed = fam
@@ -400,7 +400,7 @@ def test_vectorized_equals_reference(fam):
     check_ledger_consistent(res.ledger, res.balances, r, period)
 
 
-@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(families())
 def test_month_by_month_equals_one_walk(fam):
     """Balances, ledger rows and refunds carried month to month equal one walk over everything."""

@@ -227,7 +227,7 @@ def _registers(persons, idents, extra) -> dict[str, pl.DataFrame]:
     return regs
 
 
-@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(population())
 def test_engine_equals_reference(pop):
     persons, idents, rows, extra = pop

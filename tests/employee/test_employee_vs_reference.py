@@ -237,7 +237,7 @@ def _reference(rows: list[dict], regs: dict[str, pl.DataFrame]) -> tuple[list[di
     return adjudicate_reference(lines(rows).to_dicts(), {k: v.to_dicts() for k, v in regs.items()}, POL)
 
 
-@settings(max_examples=examples(50), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=examples(35), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(population())
 def test_engine_equals_reference(pop):
     persons, emps, certs, rows = pop

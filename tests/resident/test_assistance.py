@@ -362,7 +362,7 @@ def assisted_population(draw):
     return persons, idents, rows
 
 
-@settings(max_examples=examples(50), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(35), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(assisted_population())
 def test_engine_equals_reference_for_assistance_persons(pop):
     persons, idents, rows = pop
@@ -376,7 +376,7 @@ def test_engine_equals_reference_for_assistance_persons(pop):
     assert got == want
 
 
-@settings(max_examples=examples(12), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(9), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(assisted_population())
 def test_month_by_month_equals_one_run_for_assistance_persons(pop):
     persons, idents, rows = pop

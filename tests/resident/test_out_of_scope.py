@@ -207,7 +207,7 @@ def rural_stays(draw):
     return persons, idents, rows
 
 
-@settings(max_examples=examples(50), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(35), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rural_stays())
 def test_engine_equals_reference_on_rural_low_income_stays(pop):
     persons, idents, rows = pop
