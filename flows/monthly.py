@@ -28,7 +28,7 @@ from prefect import flow, get_run_logger, task
 
 from flows import progress, store
 from flows.errors import drop_locals, error_line
-from flows.ingest import REGISTER_RECORDS, InputFileError, load_registers, month_files, read_table
+from flows.ingest import REGISTER_RECORDS, InputFileError, _relname, load_registers, month_files, read_table
 from flows.policies import POLICY_ROOT, load_policies
 from flows.reports import person_snapshot, write_person_snapshot
 from schemas.outputs import Accumulators, Adjudicated, MaternityBenefits
@@ -44,6 +44,7 @@ from transforms.maternity import BENEFIT_SCHEMA, maternity_benefits
 from transforms.resident.application import OUTPUT_SCHEMA as APPLICATION_SCHEMA
 from transforms.resident.application import apply_applications
 from transforms.shards import family_groups, shard_of_persons, split_by_shard
+from transforms.supervision import LINE_COLUMNS, history_since, supervise
 from transforms.validate import validate_applications, validate_maternity_events, validate_settlements
 
 REGISTERS = ("persons", "identities", "employment", "certifications", "institutions", "family_bindings",
@@ -258,16 +259,11 @@ def ingest_and_validate(input_dir: str, month: str, db: str, stage: str) -> str:
         raise RunError(f"{month}: rows_in {record['rows_in']} ≠ accepted {record['rows_accepted']}"
                        f" + rejected {rejects.height}")
     (stage_p / "ingest.json").write_text(json.dumps(record, ensure_ascii=False))
-    why = refusal(month, [_rel(p, root) for p in files["settlements"]], counts)
+    why = refusal(month, [_relname(p, root) for p in files["settlements"]], counts)
     if why:
         raise RunRefused(why)
     clock.lap("ingest")  # staging the accepted rows and hashing the inputs
     return str(stage_p / "ingest.json")
-
-
-def _rel(path: Path, root: Path) -> str:
-    from flows.ingest import _relname
-    return _relname(path, root)
 
 
 def _staged_registers(stage_p: Path) -> dict[str, pl.DataFrame]:
@@ -308,12 +304,11 @@ def _engine_inputs(stage_p: Path, db: str, month: str) -> dict:
             "earlier_stays": earlier_stays if earlier_stays.height else None}
 
 
-def _opening_rows(registers_dir: Path, prev: str) -> pl.DataFrame | None:
+def _opening_as_of(register: pl.DataFrame | None, prev: str) -> pl.DataFrame | None:
     """The opening_accumulators register's rows as of the last day of `prev` (None when it has none)."""
-    p = registers_dir / "reg_opening_accumulators.parquet"
-    if not p.exists():
+    if register is None:
         return None
-    rows = pl.read_parquet(p).filter(pl.col("as_of") == _month_days(prev)[1])
+    rows = register.filter(pl.col("as_of") == _month_days(prev)[1])
     return rows if rows.height else None
 
 
@@ -321,10 +316,9 @@ def _opening_available(input_dir: str, work: str, prev: str) -> bool:
     """POLICY §1.13: a month whose previous month is not loaded may start from the opening_accumulators register
     as of the end of that month, or from an opening state an earlier run of the month stored."""
     ref = Path(input_dir) / "reference"
-    if any(ref.glob("opening_accumulators.*")):
-        opening = load_registers(Path(input_dir)).get("opening_accumulators")
-        if opening is not None and opening.filter(pl.col("as_of") == _month_days(prev)[1]).height:
-            return True
+    if any(ref.glob("opening_accumulators.*")) and _opening_as_of(
+            load_registers(Path(input_dir)).get("opening_accumulators"), prev) is not None:
+        return True
     if not Path(work).exists():
         return False
     con = store.connect(work, read_only=True)
@@ -340,7 +334,8 @@ def opening_state(stage_p: Path, con, month: str) -> pl.DataFrame | None:
     prev = previous_month(month)
     if prev is None or prev in store.loaded_months(con):
         return None
-    rows = _opening_rows(stage_p, prev)
+    staged = stage_p / "reg_opening_accumulators.parquet"
+    rows = _opening_as_of(pl.read_parquet(staged) if staged.exists() else None, prev)
     return None if rows is None else rows.select("psn_no", pl.col("year").cast(pl.Int32), "name", "value")
 
 
@@ -527,7 +522,6 @@ def institution_names(regs: dict[str, pl.DataFrame]) -> pl.DataFrame:
 def _supervision(stage_p: Path, db: str, month: str, adjudicated: pl.DataFrame, regs: dict, policies) -> dict:
     """Fund-supervision findings of the month (transforms/supervision.py, issue 17) over the month's lines and the
     earlier lines they look back at; returns the count of findings per rule (the run record)."""
-    from transforms.supervision import LINE_COLUMNS, history_since, supervise
     names = institution_names(regs)
     names.write_parquet(stage_p / "month_institutions.parquet")
     accepted = pl.read_parquet(stage_p / "accepted.parquet", columns=["setl_id", "begndate", "enddate", "dise_codg"])

@@ -179,6 +179,15 @@ def _insert_select(con: duckdb.DuckDBPyConnection, table: str, src: str, src_col
     return f"INSERT INTO {table} SELECT {', '.join(exprs)} FROM {src}"
 
 
+def _insert_frame(con: duckdb.DuckDBPyConnection, table: str, df: pl.DataFrame) -> None:
+    """Insert a frame's rows into a table, by column name (money as exact DECIMAL yuan: _insert_select)."""
+    con.register("__src", df)
+    try:
+        con.execute(_insert_select(con, table, "__src", set(df.columns)))
+    finally:
+        con.unregister("__src")
+
+
 def fetch_fen(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pl.DataFrame:
     """Run a query and return a polars frame with DECIMAL(18,2) columns as Int64 fen."""
     tbl = con.sql(sql, params=params or None).to_arrow_table()
@@ -309,30 +318,21 @@ def write_month(con: duckdb.DuckDBPyConnection, run_id: str, month: str, frames:
             con.execute(f"DELETE FROM {table} WHERE month = ?", [month])
             if table not in frames:
                 continue
-            df = frames[table].with_columns(pl.lit(run_id).alias("run_id"), pl.lit(month).alias("month"))
-            con.register("__src", df)
-            con.execute(_insert_select(con, table, "__src", set(df.columns)))
-            con.unregister("__src")
+            _insert_frame(con, table, frames[table].with_columns(pl.lit(run_id).alias("run_id"),
+                                                                 pl.lit(month).alias("month")))
         if "register_rejects" in frames:  # POLICY §1.14: the registers' rejects as of this run, `month` empty
             con.execute("DELETE FROM rejects WHERE month IS NULL")
-            df = frames["register_rejects"].with_columns(pl.lit(run_id).alias("run_id"))
-            con.register("__src", df)
-            con.execute(_insert_select(con, "rejects", "__src", set(df.columns)))
-            con.unregister("__src")
+            _insert_frame(con, "rejects", frames["register_rejects"].with_columns(pl.lit(run_id).alias("run_id")))
         if "contributions" in frames:  # person × year: the year's rows, replaced whole
-            df = frames["contributions"].with_columns(pl.lit(run_id).alias("run_id"), pl.lit(month).alias("month"))
             con.execute("DELETE FROM contributions WHERE year = ?", [int(month[:4])])
-            con.register("__src", df)
-            con.execute(_insert_select(con, "contributions", "__src", set(df.columns)))
-            con.unregister("__src")
+            _insert_frame(con, "contributions", frames["contributions"].with_columns(
+                pl.lit(run_id).alias("run_id"), pl.lit(month).alias("month")))
         if "opening_accumulators" in frames:  # POLICY §1.13: the state the month started from, as the month
             # before would have stored it (the previous month is not loaded): replaced by every run that starts there
             df = frames["opening_accumulators"].with_columns(pl.lit(run_id).alias("run_id"))  # month: as of
             for prev in df["month"].unique().to_list():
                 con.execute("DELETE FROM accumulators WHERE month = ?", [prev])
-            con.register("__src", df)
-            con.execute(_insert_select(con, "accumulators", "__src", set(df.columns)))
-            con.unregister("__src")
+            _insert_frame(con, "accumulators", df)
         if os.environ.get("YIBAO_FAULT") == "inside_write":  # fault injection for the crash-safety test
             os._exit(70)
         counts = run_counts(record)
@@ -357,9 +357,7 @@ def write_institutions(con: duckdb.DuckDBPyConnection, institutions: pl.DataFram
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute("DELETE FROM institutions")
-        con.register("__inst", df)
-        con.execute(_insert_select(con, "institutions", "__inst", set(df.columns)))
-        con.unregister("__inst")
+        _insert_frame(con, "institutions", df)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
